@@ -1,0 +1,184 @@
+//! Getting a connection: parsing the database URL, connecting with a bounded
+//! timeout, and turning what went wrong into the report's error codes
+//! (`config`, `connection`, `auth`, `tls`).
+//!
+//! Nothing here ever formats the URL or the password into a message: errors
+//! describe the target as `host:port/database` only.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::{Error, Result};
+
+/// Default bound on establishing a connection (DESIGN.md: 10 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub config: Config,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("target", &describe(&self.config))
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl ConnectOptions {
+    /// Options for `config` with the default timeout.
+    pub fn new(config: Config) -> ConnectOptions {
+        ConnectOptions {
+            config,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Parse a `postgresql://` URL or a `key=value` connection string.
+    pub fn from_url(url: &str) -> Result<ConnectOptions> {
+        Ok(ConnectOptions::new(parse_database_url(url)?))
+    }
+}
+
+/// Parse a database URL; a malformed one is a `config` error that never
+/// repeats the URL (it may hold a password).
+pub fn parse_database_url(url: &str) -> Result<Config> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(Error::Config("the database URL is empty".into()));
+    }
+    let config = Config::from_str(url).map_err(|e| {
+        Error::Config(format!(
+            "the database URL is malformed ({}); expected postgresql://user:password@host:port/database",
+            scrub(&e.to_string(), url)
+        ))
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(Error::Config(
+            "the database URL names no host; expected postgresql://user:password@host:port/database"
+                .into(),
+        ));
+    }
+    Ok(config)
+}
+
+/// `host:port/database as user`, for messages; never the password.
+pub fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "?".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    match config.get_user() {
+        Some(user) => format!("{host}:{port}/{db} as {user}"),
+        None => format!("{host}:{port}/{db}"),
+    }
+}
+
+/// Connect within the timeout and drive the connection on the runtime.
+pub async fn connect(options: &ConnectOptions) -> Result<Client> {
+    let mut config = options.config.clone();
+    if config.get_application_name().is_none() {
+        // Makes a waiting or long-running slipway easy to spot in pg_stat_activity.
+        config.application_name("slipway");
+    }
+    config.connect_timeout(options.connect_timeout);
+    let target = describe(&config);
+    let attempt = tokio::time::timeout(options.connect_timeout, config.connect(NoTls)).await;
+    let (client, connection) = match attempt {
+        Err(_) => {
+            return Err(Error::Connection(format!(
+                "{target}: no answer within {}s; check the host, port, security groups and that the server is running",
+                options.connect_timeout.as_secs_f32()
+            )))
+        }
+        Ok(Err(e)) => return Err(classify_connect_error(&e, &target, config.get_password())),
+        Ok(Ok(pair)) => pair,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Map a failed connection attempt to `auth`, `tls` or `connection`.
+pub fn classify_connect_error(
+    error: &tokio_postgres::Error,
+    target: &str,
+    password: Option<&[u8]>,
+) -> Error {
+    let text = error.to_string();
+    let text = match password.and_then(|p| std::str::from_utf8(p).ok()) {
+        Some(p) => scrub(&text, p),
+        None => text,
+    };
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        return match code {
+            // invalid_password, invalid_authorization_specification
+            "28P01" | "28000" => Error::Auth(format!(
+                "{target}: {} (SQLSTATE {code}); check the user name and password (was the secret rotated?)",
+                db.message()
+            )),
+            _ => Error::Connection(format!("{target}: {} (SQLSTATE {code})", db.message())),
+        };
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("tls") || lower.contains("ssl") {
+        return Error::Tls(format!("{target}: {text}"));
+    }
+    if lower.contains("password missing") {
+        return Error::Auth(format!("{target}: the server asks for a password and none was given"));
+    }
+    Error::Connection(format!("{target}: {text}"))
+}
+
+/// Remove every occurrence of `secret` from `text`.
+fn scrub(text: &str, secret: &str) -> String {
+    if secret.len() < 2 {
+        return text.to_owned();
+    }
+    text.replace(secret, "***")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_urls_are_config_errors_without_the_password() {
+        for url in [
+            "postgres://user:hunter2secret@host:notaport/db",
+            "postgres://user:hunter2secret@host:99999/db",
+            "postgres://user:hunter2secret@host/db?sslmode=bogus",
+            "",
+        ] {
+            let err = parse_database_url(url).unwrap_err();
+            assert_eq!(err.code().as_str(), "config", "{url}: {err}");
+            assert!(!err.to_string().contains("hunter2secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn describe_never_shows_the_password() {
+        let config = parse_database_url("postgres://app:hunter2secret@db.example:6432/tutor").unwrap();
+        assert_eq!(describe(&config), "db.example:6432/tutor as app");
+        let options = ConnectOptions::new(config);
+        assert!(!format!("{options:?}").contains("hunter2secret"));
+    }
+}

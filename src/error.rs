@@ -1,0 +1,251 @@
+//! The one error type of the library, and its mapping to the report's fixed
+//! `error.code` list (DESIGN.md, "Interfaces").
+//!
+//! Every variant maps to exactly one code; `tests::every_variant_has_its_code`
+//! pins that mapping so the JSON contract cannot drift silently. Messages are
+//! lower-case and say what to do next. None of them ever carries a password:
+//! connection errors are built from the server's or the socket's words, never
+//! from the URL.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// The fixed list of `error.code` values a report may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Config,
+    Secret,
+    Connection,
+    Auth,
+    Tls,
+    LockTimeout,
+    MigrationFailed,
+    ChecksumMismatch,
+    UnknownVersion,
+    DuplicateVersion,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears in the report JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Config => "config",
+            ErrorCode::Secret => "secret",
+            ErrorCode::Connection => "connection",
+            ErrorCode::Auth => "auth",
+            ErrorCode::Tls => "tls",
+            ErrorCode::LockTimeout => "lock_timeout",
+            ErrorCode::MigrationFailed => "migration_failed",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::UnknownVersion => "unknown_version",
+            ErrorCode::DuplicateVersion => "duplicate_version",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Where and why a migration failed, as PostgreSQL told us.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationFailure {
+    /// Script path relative to the migrations directory, e.g. `0003_add_index.sql`.
+    pub file: String,
+    /// Version of the failing migration (`None` for repeatable scripts).
+    pub version: Option<String>,
+    /// 1-based line in the file where the failing statement starts, when known.
+    pub line: Option<usize>,
+    pub sqlstate: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// Everything that can go wrong in slipway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    #[error("{0}")]
+    Config(String),
+
+    #[error("migration file {file}: {reason}")]
+    InvalidMigrationFile { file: PathBuf, reason: String },
+
+    #[error("cannot read migrations from {path}: {source}")]
+    ReadMigrations {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    PostgresNotInstalled(String),
+
+    #[error("{0}")]
+    Secret(String),
+
+    #[error("cannot connect to the database: {0}")]
+    Connection(String),
+
+    #[error("authentication failed: {0}")]
+    Auth(String),
+
+    #[error("tls: {0}")]
+    Tls(String),
+
+    #[error("local postgresql: {0}")]
+    LocalCluster(String),
+
+    #[error("could not take the table locks the migrations need within lock_timeout, {attempts} attempts; another session holds them: {message}")]
+    LockTimeout { attempts: u32, message: String },
+
+    #[error("migration {} failed: {}", .0.file, .0.message)]
+    MigrationFailed(Box<MigrationFailure>),
+
+    #[error("{} applied migration(s) were modified after they ran: {}; restore the files or write a new migration", .0.len(), .0.join(", "))]
+    ChecksumMismatch(Vec<String>),
+
+    #[error("the database has applied version(s) {} that are not in the migration files; deploy the matching files or check that you point at the right database", .0.join(", "))]
+    UnknownVersion(Vec<String>),
+
+    #[error("duplicate migration version {version}: {first} and {second}; renumber one of them")]
+    DuplicateVersion {
+        version: String,
+        first: String,
+        second: String,
+    },
+
+    #[error("database error while {context}: {message}")]
+    Database { context: String, message: String },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The report `error.code` this error is reported under.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::Config(_)
+            | Error::InvalidMigrationFile { .. }
+            | Error::ReadMigrations { .. }
+            | Error::PostgresNotInstalled(_) => ErrorCode::Config,
+            Error::Secret(_) => ErrorCode::Secret,
+            Error::Connection(_) | Error::LocalCluster(_) => ErrorCode::Connection,
+            Error::Auth(_) => ErrorCode::Auth,
+            Error::Tls(_) => ErrorCode::Tls,
+            Error::LockTimeout { .. } => ErrorCode::LockTimeout,
+            Error::MigrationFailed(_) => ErrorCode::MigrationFailed,
+            Error::ChecksumMismatch(_) => ErrorCode::ChecksumMismatch,
+            Error::UnknownVersion(_) => ErrorCode::UnknownVersion,
+            Error::DuplicateVersion { .. } => ErrorCode::DuplicateVersion,
+            Error::Database { .. } | Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Structured detail for the report's `error.detail`, when there is any.
+    pub fn detail(&self) -> serde_json::Value {
+        match self {
+            Error::MigrationFailed(failure) => {
+                serde_json::to_value(failure).unwrap_or(serde_json::Value::Null)
+            }
+            Error::InvalidMigrationFile { file, .. } => {
+                serde_json::json!({ "file": file.display().to_string() })
+            }
+            Error::DuplicateVersion {
+                version,
+                first,
+                second,
+            } => serde_json::json!({ "version": version, "files": [first, second] }),
+            Error::ChecksumMismatch(versions) => serde_json::json!({ "versions": versions }),
+            Error::UnknownVersion(versions) => serde_json::json!({ "versions": versions }),
+            Error::LockTimeout { attempts, .. } => serde_json::json!({ "attempts": attempts }),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_code() {
+        let cases: Vec<(Error, &str)> = vec![
+            (Error::BadRequest("x".into()), "bad_request"),
+            (Error::Config("x".into()), "config"),
+            (
+                Error::InvalidMigrationFile {
+                    file: "a.sql".into(),
+                    reason: "x".into(),
+                },
+                "config",
+            ),
+            (
+                Error::ReadMigrations {
+                    path: "m".into(),
+                    source: std::io::Error::other("x"),
+                },
+                "config",
+            ),
+            (Error::PostgresNotInstalled("x".into()), "config"),
+            (Error::Secret("x".into()), "secret"),
+            (Error::Connection("x".into()), "connection"),
+            (Error::LocalCluster("x".into()), "connection"),
+            (Error::Auth("x".into()), "auth"),
+            (Error::Tls("x".into()), "tls"),
+            (
+                Error::LockTimeout {
+                    attempts: 3,
+                    message: "x".into(),
+                },
+                "lock_timeout",
+            ),
+            (
+                Error::MigrationFailed(Box::new(MigrationFailure {
+                    file: "0001_a.sql".into(),
+                    version: Some("0001".into()),
+                    line: Some(3),
+                    sqlstate: "42601".into(),
+                    message: "syntax error".into(),
+                    detail: None,
+                    hint: None,
+                })),
+                "migration_failed",
+            ),
+            (Error::ChecksumMismatch(vec!["0001".into()]), "checksum_mismatch"),
+            (Error::UnknownVersion(vec!["0009".into()]), "unknown_version"),
+            (
+                Error::DuplicateVersion {
+                    version: "0001".into(),
+                    first: "0001_a.sql".into(),
+                    second: "0001_b.sql".into(),
+                },
+                "duplicate_version",
+            ),
+            (
+                Error::Database {
+                    context: "x".into(),
+                    message: "y".into(),
+                },
+                "internal",
+            ),
+            (Error::Internal("x".into()), "internal"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code().as_str(), code, "{error:?}");
+            let json = serde_json::to_value(error.code()).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.into()));
+        }
+    }
+}

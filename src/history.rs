@@ -1,0 +1,491 @@
+//! The database-shaped seam: every SQL string slipway itself sends lives
+//! here — the history table, the advisory lock, and the batch that runs the
+//! pending migrations in one transaction.
+//!
+//! Round trips are the cost that dominates a migration run, so the batch is
+//! one simple-query message: `BEGIN`, the timeouts, each migration followed by
+//! its history row, `COMMIT`. The server executes it statement by statement;
+//! the client reads the stream of completions to know how far it got when a
+//! statement fails (psql, by contrast, sends each statement separately).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_postgres::error::{DbError, ErrorPosition, SqlState};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::error::{Error, MigrationFailure, Result};
+use crate::migrations::Migration;
+use crate::plan::HistoryRow;
+use crate::statements::statement_lines;
+
+/// Columns read back from the history table, in [`HistoryRow`] order.
+const HISTORY_COLUMNS: &str = "id, version, description, kind, script, checksum, \
+     to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), applied_by, client, execution_ms";
+
+/// Marker column of the statement that closes each step of a batch.
+const STEP_MARKER: &str = "slipway_step";
+/// Marker column of the statement that opens a batch.
+const BEGIN_MARKER: &str = "slipway_begin";
+
+/// The history table of one target database.
+#[derive(Debug, Clone)]
+pub struct History {
+    schema: String,
+    quoted_schema: String,
+}
+
+/// What the current state of the target is, as read under the lock or not.
+#[derive(Debug, Clone)]
+pub struct HistoryState {
+    pub database: String,
+    /// `None` when the history table does not exist yet.
+    pub rows: Option<Vec<HistoryRow>>,
+}
+
+/// Timeouts and identity applied to a batch.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// `SET LOCAL lock_timeout`: how long one statement may queue for a table lock.
+    pub lock_timeout: Duration,
+    /// `SET LOCAL statement_timeout`: how long one statement may run (zero: no limit).
+    pub statement_timeout: Duration,
+    /// Stored in `history.client`, e.g. `cli:buildhost` or `lambda:migrate-prod`.
+    pub client: String,
+    /// Roll back instead of committing.
+    pub dry_run: bool,
+}
+
+/// One migration that ran in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub script: String,
+    /// Server-side execution time of the migration, in milliseconds.
+    pub execution_ms: i64,
+}
+
+/// Why a batch did not commit.
+#[derive(Debug)]
+pub enum BatchError {
+    /// A statement waited longer than `lock_timeout`; safe to retry.
+    LockTimeout(String),
+    /// Any other failure; the transaction was rolled back.
+    Failed(Error),
+}
+
+impl History {
+    /// The history of `schema` (default `slipway`).
+    pub fn new(schema: &str) -> Result<History> {
+        if schema.is_empty() || schema.len() > 63 || schema.contains('\0') {
+            return Err(Error::Config(format!(
+                "history schema name '{schema}' is not a valid PostgreSQL identifier"
+            )));
+        }
+        Ok(History {
+            schema: schema.to_owned(),
+            quoted_schema: quote_identifier(schema),
+        })
+    }
+
+    /// The schema's name, unquoted.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Advisory lock key: fixed per history schema, so runs against the same
+    /// database and schema exclude each other while different schemas don't.
+    fn lock_key(&self) -> i64 {
+        // FNV-1a: stable across releases and platforms (unlike std's hasher).
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in b"slipway:".iter().chain(self.schema.as_bytes()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        i64::from_ne_bytes(hash.to_ne_bytes())
+    }
+
+    fn select_history(&self) -> String {
+        format!(
+            "SELECT {HISTORY_COLUMNS} FROM {}.history ORDER BY id",
+            self.quoted_schema
+        )
+    }
+
+    /// Read the history without locking or writing anything (validate, status).
+    pub async fn read(&self, client: &Client) -> Result<HistoryState> {
+        let query = format!("SELECT current_database(); {}", self.select_history());
+        self.read_with(client, &query).await
+    }
+
+    /// Take the session advisory lock, then read the history.
+    ///
+    /// A session-level lock (not a transaction-level one) because the lock
+    /// must cover reading the history, the batch, and a retry after a lock
+    /// timeout; PostgreSQL releases it when the session ends, so a killed
+    /// process never leaves it behind
+    /// (<https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>).
+    /// Concurrent runs wait here, then read the history the winner wrote and
+    /// find nothing to do.
+    pub async fn lock_and_read(&self, client: &Client) -> Result<HistoryState> {
+        let query = format!(
+            "SELECT current_database(), pg_advisory_lock({}); {}",
+            self.lock_key(),
+            self.select_history()
+        );
+        self.read_with(client, &query).await
+    }
+
+    async fn read_with(&self, client: &Client, query: &str) -> Result<HistoryState> {
+        match client.simple_query(query).await {
+            Ok(messages) => {
+                let mut database = String::new();
+                let mut rows = Vec::new();
+                for message in messages {
+                    if let SimpleQueryMessage::Row(row) = message {
+                        if row.len() == 10 {
+                            rows.push(history_row(&row)?);
+                        } else {
+                            database = row.get(0).unwrap_or_default().to_owned();
+                        }
+                    }
+                }
+                Ok(HistoryState {
+                    database,
+                    rows: Some(rows),
+                })
+            }
+            Err(e) if is_missing_history(&e) => {
+                // The first statement (and the lock, which survives the
+                // implicit transaction's rollback) completed before the
+                // history table was found missing.
+                let database = client
+                    .simple_query("SELECT current_database()")
+                    .await
+                    .map_err(|e| database_error("reading the database name", &e))?
+                    .into_iter()
+                    .find_map(|m| match m {
+                        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                Ok(HistoryState {
+                    database,
+                    rows: None,
+                })
+            }
+            Err(e) => Err(database_error("reading the migration history", &e)),
+        }
+    }
+
+    /// Statements creating the history schema and table if missing.
+    fn ensure_sql(&self) -> String {
+        let s = &self.quoted_schema;
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.history (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version text,
+    description text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('versioned', 'repeatable', 'rollback', 'baseline')),
+    script text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    applied_by text NOT NULL DEFAULT current_user,
+    client text NOT NULL,
+    execution_ms bigint NOT NULL,
+    catalog_fingerprint text,
+    CHECK ((kind = 'repeatable') = (version IS NULL))
+);
+COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script run; do not edit by hand';
+"
+        )
+    }
+
+    /// Run `steps` and their history rows in one transaction, as one message.
+    ///
+    /// Everything commits or nothing does: a failing statement aborts the
+    /// transaction, and the `ROLLBACK` sent afterwards (or the session's end,
+    /// if the process dies) discards every step of the batch.
+    pub async fn run_batch(
+        &self,
+        client: &Client,
+        steps: &[&Migration],
+        create_history: bool,
+        options: &BatchOptions,
+    ) -> std::result::Result<Vec<StepOutcome>, BatchError> {
+        let batch = self.batch_sql(steps, create_history, options);
+        let result = execute_batch(client, &batch).await;
+        match result {
+            Ok(outcomes) if outcomes.len() == steps.len() => {
+                if options.dry_run {
+                    rollback(client).await.map_err(BatchError::Failed)?;
+                }
+                Ok(outcomes
+                    .into_iter()
+                    .zip(steps)
+                    .map(|(outcome, step)| StepOutcome {
+                        script: step.script.clone(),
+                        ..outcome
+                    })
+                    .collect())
+            }
+            Ok(outcomes) => {
+                let _ = rollback(client).await;
+                Err(BatchError::Failed(Error::Internal(format!(
+                    "the batch reported {} of {} steps; rolled back",
+                    outcomes.len(),
+                    steps.len()
+                ))))
+            }
+            Err((progress, error)) => {
+                // The transaction is aborted (or the connection is gone);
+                // either way nothing of the batch survives.
+                let _ = rollback(client).await;
+                Err(self.batch_failure(steps, &batch, progress, error))
+            }
+        }
+    }
+
+    fn batch_failure(
+        &self,
+        steps: &[&Migration],
+        batch: &Batch,
+        progress: Progress,
+        error: tokio_postgres::Error,
+    ) -> BatchError {
+        let Some(db) = error.as_db_error() else {
+            return BatchError::Failed(Error::Connection(format!(
+                "the connection failed while migrating ({error}); the transaction was rolled back"
+            )));
+        };
+        if *db.code() == SqlState::LOCK_NOT_AVAILABLE {
+            return BatchError::LockTimeout(db.message().to_owned());
+        }
+        let Some(step) = steps.get(progress.completed_steps) else {
+            return BatchError::Failed(database_error("committing the migrations", &error));
+        };
+        if !progress.inside_step {
+            return BatchError::Failed(database_error("preparing the migration transaction", &error));
+        }
+        let range = &batch.step_ranges[progress.completed_steps];
+        let line = line_of_error(db, &step.sql, range.0, progress.statements_in_step);
+        BatchError::Failed(Error::MigrationFailed(Box::new(MigrationFailure {
+            file: step.script.clone(),
+            version: step.version_str().map(str::to_owned),
+            line,
+            sqlstate: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+            detail: db.detail().map(str::to_owned),
+            hint: db.hint().map(str::to_owned),
+        })))
+    }
+
+    fn batch_sql(&self, steps: &[&Migration], create_history: bool, options: &BatchOptions) -> Batch {
+        let mut sql = String::with_capacity(steps.iter().map(|s| s.sql.len() + 400).sum::<usize>() + 1500);
+        sql.push_str("BEGIN;\n");
+        // Why SET LOCAL lock_timeout: an ALTER TABLE queued behind a long
+        // transaction blocks every later query on that table, turning a
+        // migration into an outage (https://www.postgresql.org/docs/current/sql-altertable.html,
+        // "ACCESS EXCLUSIVE"). Failing fast and retrying is safer.
+        sql.push_str(&format!(
+            "SET LOCAL lock_timeout = {};\nSET LOCAL statement_timeout = {};\n",
+            options.lock_timeout.as_millis(),
+            options.statement_timeout.as_millis()
+        ));
+        if create_history {
+            sql.push_str(&self.ensure_sql());
+        }
+        sql.push_str(&format!(
+            "SELECT set_config('slipway.step_started', clock_timestamp()::text, true) AS {BEGIN_MARKER};\n"
+        ));
+        let client = quote_literal(&options.client);
+        let mut step_ranges = Vec::with_capacity(steps.len());
+        let mut chars = sql.chars().count();
+        for step in steps {
+            let start = chars;
+            sql.push_str(&step.sql);
+            chars += step.sql.chars().count();
+            step_ranges.push((start, chars));
+            // The newline ends a trailing `--` comment; the semicolon a last
+            // statement written without one.
+            let version = step
+                .version_str()
+                .map_or_else(|| "NULL".to_owned(), quote_literal);
+            let tail = format!(
+                "\n;\nINSERT INTO {schema}.history (version, description, kind, script, checksum, client, execution_ms) \
+                 VALUES ({version}, {description}, '{kind}', {script}, '{checksum}', {client}, \
+                 (extract(epoch FROM clock_timestamp() - current_setting('slipway.step_started')::timestamptz) * 1000)::bigint) \
+                 RETURNING execution_ms AS {STEP_MARKER}, set_config('slipway.step_started', clock_timestamp()::text, true);\n",
+                schema = self.quoted_schema,
+                description = quote_literal(&step.description),
+                kind = step.kind.as_str(),
+                script = quote_literal(&step.script),
+                checksum = step.checksum,
+            );
+            chars += tail.chars().count();
+            sql.push_str(&tail);
+        }
+        if !options.dry_run {
+            sql.push_str("COMMIT;\n");
+        }
+        Batch { sql, step_ranges }
+    }
+}
+
+/// The batch text and, per step, the character range of its migration SQL.
+struct Batch {
+    sql: String,
+    step_ranges: Vec<(usize, usize)>,
+}
+
+/// How far a batch got before it stopped.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    completed_steps: usize,
+    inside_step: bool,
+    statements_in_step: usize,
+}
+
+async fn execute_batch(
+    client: &Client,
+    batch: &Batch,
+) -> std::result::Result<Vec<StepOutcome>, (Progress, tokio_postgres::Error)> {
+    let mut progress = Progress::default();
+    let mut outcomes = Vec::new();
+    let mut marker_pending = false;
+    let stream = match client.simple_query_raw(&batch.sql).await {
+        Ok(stream) => stream,
+        Err(e) => return Err((progress, e)),
+    };
+    futures_util::pin_mut!(stream);
+    while let Some(message) = stream.next().await {
+        match message {
+            Ok(SimpleQueryMessage::Row(row)) => {
+                match row.columns().first().map(|c| c.name()) {
+                    Some(BEGIN_MARKER) => {
+                        marker_pending = true;
+                        progress.inside_step = true;
+                    }
+                    Some(STEP_MARKER) => {
+                        marker_pending = true;
+                        let execution_ms = row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0);
+                        outcomes.push(StepOutcome {
+                            script: String::new(),
+                            execution_ms,
+                        });
+                        progress.completed_steps += 1;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(SimpleQueryMessage::CommandComplete(_)) => {
+                if marker_pending {
+                    marker_pending = false;
+                    progress.statements_in_step = 0;
+                } else if progress.inside_step {
+                    progress.statements_in_step += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return Err((progress, e)),
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The 1-based line of `sql` where the failing statement starts: from the
+/// server's character position when it gives one, else from the number of
+/// statements that completed before the failure.
+fn line_of_error(db: &DbError, sql: &str, step_start: usize, completed: usize) -> Option<usize> {
+    if let Some(ErrorPosition::Original(position)) = db.position() {
+        let offset = (*position as usize).checked_sub(1 + step_start)?;
+        let before: String = sql.chars().take(offset).collect();
+        if offset <= sql.chars().count() {
+            return Some(before.matches('\n').count() + 1);
+        }
+    }
+    statement_lines(sql).get(completed).copied()
+}
+
+async fn rollback(client: &Client) -> Result<()> {
+    client
+        .simple_query("ROLLBACK")
+        .await
+        .map(|_| ())
+        .map_err(|e| database_error("rolling back", &e))
+}
+
+fn is_missing_history(error: &tokio_postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(code) if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME
+    )
+}
+
+fn history_row(row: &tokio_postgres::SimpleQueryRow) -> Result<HistoryRow> {
+    let text = |i: usize| row.get(i).unwrap_or_default().to_owned();
+    let number = |i: usize| -> Result<i64> {
+        row.get(i)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| Error::Internal(format!("history column {i} is not a number")))
+    };
+    Ok(HistoryRow {
+        id: number(0)?,
+        version: row.get(1).map(str::to_owned),
+        description: text(2),
+        kind: text(3),
+        script: text(4),
+        checksum: text(5),
+        applied_at: text(6),
+        applied_by: text(7),
+        client: text(8),
+        execution_ms: number(9)?,
+    })
+}
+
+/// A database error from slipway's own statements, with its context.
+pub fn database_error(context: &str, error: &tokio_postgres::Error) -> Error {
+    match error.as_db_error() {
+        Some(db) => Error::Database {
+            context: context.to_owned(),
+            message: format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        },
+        None if error.is_closed() => Error::Connection(format!("the connection closed while {context}")),
+        None => Error::Connection(format!("{context}: {error}")),
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'` as a literal that means the same under any
+/// `standard_conforming_strings` setting.
+pub fn quote_literal(text: &str) -> String {
+    if text.contains('\\') {
+        format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", text.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_and_identifiers_are_quoted() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
+        assert_eq!(quote_identifier("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn lock_key_is_stable() {
+        let key = History::new("slipway").unwrap().lock_key();
+        assert_eq!(key, History::new("slipway").unwrap().lock_key());
+        assert_ne!(key, History::new("other").unwrap().lock_key());
+    }
+}

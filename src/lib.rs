@@ -1,0 +1,20 @@
+//! slipway: safe PostgreSQL schema migrations for CI/CD.
+//!
+//! The library holds all behaviour; the `slipway` CLI and the Lambda function
+//! are thin adapters over [`Migrator`]. See ARCHITECTURE.md for the code map.
+
+pub mod connect;
+pub mod engine;
+pub mod error;
+pub mod history;
+pub mod local;
+pub mod migrations;
+pub mod plan;
+pub mod report;
+pub mod statements;
+
+pub use connect::ConnectOptions;
+pub use engine::{ApplyOptions, Migrator, Settings, Target};
+pub use error::{Error, ErrorCode, Result};
+pub use migrations::MigrationSet;
+pub use report::Report;
