@@ -2,7 +2,7 @@
 # set-up first, so a fresh machine needs nothing installed by hand.
 
 CARGO ?= cargo
-SLIPWAY := target/release/slipway
+SLIPWAY := $(or $(CARGO_TARGET_DIR),target)/release/slipway
 
 .PHONY: setup build run test lint fmt bench clean-local
 

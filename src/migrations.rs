@@ -224,12 +224,19 @@ impl MigrationSet {
                 return Err(invalid("the file is empty; delete it or add SQL"));
             }
             let directives = parse_directives(&sql).map_err(|reason| invalid(&reason))?;
+            if let Some((line, statement)) = crate::statements::transaction_control(&sql) {
+                return Err(invalid(&format!(
+                    "line {line}: {statement} controls the transaction, which slipway owns (every migration runs inside one transaction); remove it"
+                )));
+            }
             let sum = checksum(&sql);
 
             if let Some(name) = file.path.strip_prefix("repeatable/") {
                 let stem = name.strip_suffix(".sql").unwrap_or(name);
                 if stem.is_empty() || name.contains('/') {
-                    return Err(invalid("repeatable scripts are named repeatable/<name>.sql"));
+                    return Err(invalid(
+                        "repeatable scripts are named repeatable/<name>.sql",
+                    ));
                 }
                 repeatable.push(Migration {
                     kind: MigrationKind::Repeatable,
@@ -320,7 +327,11 @@ impl MigrationSet {
     /// The versioned migration with this version.
     pub fn find(&self, version: &Version) -> Option<&Migration> {
         self.versioned
-            .binary_search_by(|m| m.version.as_ref().map_or(std::cmp::Ordering::Less, |v| v.cmp(version)))
+            .binary_search_by(|m| {
+                m.version
+                    .as_ref()
+                    .map_or(std::cmp::Ordering::Less, |v| v.cmp(version))
+            })
             .ok()
             .map(|i| &self.versioned[i])
     }
@@ -367,7 +378,8 @@ fn parse_versioned_name(name: &str) -> std::result::Result<(Version, String, boo
     let (digits, rest) = stem
         .split_once('_')
         .ok_or_else(|| format!("bad name; {RULE}"))?;
-    let version = Version::parse(digits).ok_or_else(|| format!("bad version '{digits}'; {RULE}"))?;
+    let version =
+        Version::parse(digits).ok_or_else(|| format!("bad version '{digits}'; {RULE}"))?;
     let (description, is_rollback) = match rest.strip_suffix("_rollback") {
         Some(d) => (d, true),
         None if rest == "rollback" => ("", true),
@@ -402,11 +414,9 @@ fn parse_directives(sql: &str) -> std::result::Result<Directives, String> {
         match directive.trim() {
             "no-transaction" => directives.no_transaction = true,
             "allow-destructive" => directives.allow_destructive = true,
-            other => {
-                return Err(format!(
-                    "unknown directive '-- slipway:{other}'; known: no-transaction, allow-destructive"
-                ))
-            }
+            other => return Err(format!(
+                "unknown directive '-- slipway:{other}'; known: no-transaction, allow-destructive"
+            )),
         }
     }
     Ok(directives)
@@ -441,7 +451,10 @@ mod tests {
             checksum("select 1;\r\n"),
             "4a45092ccf992ea92250053a80b931b787924ba61648f420555511b84f10ab6c"
         );
-        assert_eq!(checksum(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            checksum(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(
             checksum("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -482,7 +495,10 @@ mod tests {
             file("0002_b.sql", "select 1;"),
             file("002_a.sql", "select 1;"),
         ]);
-        assert!(text.contains("002_a.sql") && text.contains("0002_b.sql"), "{text}");
+        assert!(
+            text.contains("002_a.sql") && text.contains("0002_b.sql"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -493,8 +509,13 @@ mod tests {
             ("0001_.sql", "select 1;", "missing description"),
             ("0001_a b.sql", "select 1;", "description may use"),
             ("0001_a.sql", "  \n ", "empty"),
-            ("0001_a.sql", "-- slipway:bogus\nselect 1;", "unknown directive"),
+            (
+                "0001_a.sql",
+                "-- slipway:bogus\nselect 1;",
+                "unknown directive",
+            ),
             ("0001_a_rollback.sql", "select 1;", "no 0001_a.sql"),
+            ("0001_a.sql", "create table t ();\ncommit;", "line 2: COMMIT"),
         ] {
             let text = error_text(vec![file(name, contents)]);
             assert!(text.contains(name), "{text}");
@@ -505,7 +526,10 @@ mod tests {
             contents: vec![0xff, 0xfe, b'x'].into(),
         };
         let text = error_text(vec![bad_utf8]);
-        assert!(text.contains("0001_a.sql") && text.contains("UTF-8"), "{text}");
+        assert!(
+            text.contains("0001_a.sql") && text.contains("UTF-8"),
+            "{text}"
+        );
     }
 
     #[test]

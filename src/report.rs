@@ -178,12 +178,14 @@ impl Report {
         let database = self.database.as_deref().unwrap_or("?");
         let current = self.current_version.as_deref().unwrap_or("none");
         let target = self.target_version.as_deref().unwrap_or("none");
-        let _ = writeln!(
-            out,
-            "{}{} on database {database}: current version {current}, target {target}",
-            self.action,
-            if self.dry_run { " (dry run)" } else { "" },
-        );
+        if self.database.is_some() {
+            let _ = writeln!(
+                out,
+                "{}{} on database {database}: current version {current}, target {target}",
+                self.action,
+                if self.dry_run { " (dry run)" } else { "" },
+            );
+        }
 
         if let Some(migrations) = &self.migrations {
             let rows: Vec<[String; 5]> = migrations
@@ -198,7 +200,10 @@ impl Report {
                     ]
                 })
                 .collect();
-            out.push_str(&table(&["version", "state", "description", "applied at", "took"], &rows));
+            out.push_str(&table(
+                &["version", "state", "description", "applied at", "took"],
+                &rows,
+            ));
         }
         if !self.applied.is_empty() {
             let _ = writeln!(out, "\n{}", paint("32", "applied:"));
@@ -236,7 +241,11 @@ impl Report {
             out.push_str(&table(&["version", "description", "file"], &rows));
         }
         if !self.checksum_mismatches.is_empty() {
-            let _ = writeln!(out, "\n{}", paint("31", "modified after they were applied:"));
+            let _ = writeln!(
+                out,
+                "\n{}",
+                paint("31", "modified after they were applied:")
+            );
             for m in &self.checksum_mismatches {
                 let _ = writeln!(
                     out,
@@ -249,7 +258,11 @@ impl Report {
             }
         }
         if !self.unknown_versions.is_empty() {
-            let _ = writeln!(out, "\n{}", paint("31", "applied but not in the migration files:"));
+            let _ = writeln!(
+                out,
+                "\n{}",
+                paint("31", "applied but not in the migration files:")
+            );
             for u in &self.unknown_versions {
                 let _ = writeln!(out, "  {}  {}", u.version, u.description);
             }
@@ -268,14 +281,24 @@ impl Report {
             }
         }
 
-        out.push('\n');
+        if !out.is_empty() {
+            out.push('\n');
+        }
         match &self.error {
             Some(error) => {
-                let _ = writeln!(out, "{} [{}] {}", paint("1;31", "error"), error.code, error.message);
+                let _ = writeln!(
+                    out,
+                    "{} [{}] {}",
+                    paint("1;31", "error"),
+                    error.code,
+                    error.message
+                );
                 if let Some(detail) = error.detail.as_object() {
                     for key in ["file", "line", "sqlstate", "detail", "hint"] {
                         if let Some(value) = detail.get(key).filter(|v| !v.is_null()) {
-                            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                            let value = value
+                                .as_str()
+                                .map_or_else(|| value.to_string(), str::to_owned);
                             let _ = writeln!(out, "  {key}: {value}");
                         }
                     }
@@ -284,8 +307,13 @@ impl Report {
             None => {
                 let verdict = match (self.action.as_str(), self.schema_valid) {
                     ("apply", _) if self.dry_run => paint("32", "dry run ok: nothing was changed"),
-                    ("apply", _) if self.applied.is_empty() => paint("32", "up to date: nothing to apply"),
-                    ("apply", _) => paint("32", &format!("applied {} migration(s)", self.applied.len())),
+                    ("apply", _) if self.applied.is_empty() => {
+                        paint("32", "up to date: nothing to apply")
+                    }
+                    ("apply", _) => paint(
+                        "32",
+                        &format!("applied {} migration(s)", self.applied.len()),
+                    ),
                     (_, true) => paint("32", "schema valid"),
                     (_, false) => paint("33", "schema not valid: run `slipway apply`"),
                 };
@@ -331,7 +359,8 @@ mod tests {
     fn field_names_are_stable() {
         let report = Report::new("validate", false);
         let json = report.to_json();
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&json).unwrap();
         // Order as printed, not as parsed: the contract is the text.
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
         keys.sort_by_key(|k| json.find(&format!("\"{k}\":")).unwrap());
@@ -354,7 +383,9 @@ mod tests {
                 "error",
             ]
         );
-        assert!(report.to_json().starts_with("{\"success\":false,\"action\":\"validate\",\"dry_run\":false,\"schema_valid\":false,"));
+        assert!(report.to_json().starts_with(
+            "{\"success\":false,\"action\":\"validate\",\"dry_run\":false,\"schema_valid\":false,"
+        ));
     }
 
     #[test]
@@ -384,8 +415,14 @@ mod tests {
         let report = Report::failure("apply", false, &error);
         let text = report.render_human(false);
         assert!(text.contains("[migration_failed]"), "{text}");
-        assert!(text.contains("file: 0003_c.sql") && text.contains("line: 4"), "{text}");
-        assert!(text.contains("sqlstate: 42601") && text.contains("hint: check it"), "{text}");
+        assert!(
+            text.contains("file: 0003_c.sql") && text.contains("line: 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sqlstate: 42601") && text.contains("hint: check it"),
+            "{text}"
+        );
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["error"]["code"], "migration_failed");
         assert_eq!(json["error"]["detail"]["line"], 4);

@@ -11,6 +11,34 @@
 
 /// 1-based line numbers where each non-empty statement of `sql` starts.
 pub fn statement_lines(sql: &str) -> Vec<usize> {
+    statement_starts(sql).into_iter().map(|(line, _)| line).collect()
+}
+
+/// The first statement that controls the transaction (`BEGIN`, `COMMIT`,
+/// `ROLLBACK`, ...), as its line and text. slipway owns the transaction: a
+/// `COMMIT` inside a migration would make everything before it permanent
+/// and run the rest outside any transaction.
+pub fn transaction_control(sql: &str) -> Option<(usize, String)> {
+    statement_starts(sql).into_iter().find_map(|(line, offset)| {
+        let mut words = sql[offset..]
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase);
+        let first = words.next()?;
+        let second = words.next().unwrap_or_default();
+        let control = match first.as_str() {
+            "commit" | "end" | "abort" => true,
+            "begin" => second != "atomic",
+            "start" => second == "transaction",
+            "rollback" => second != "to",
+            _ => false,
+        };
+        control.then(|| (line, first.to_ascii_uppercase()))
+    })
+}
+
+/// Line and byte offset where each non-empty statement of `sql` starts.
+fn statement_starts(sql: &str) -> Vec<(usize, usize)> {
     let bytes = sql.as_bytes();
     let mut lines = Vec::new();
     let mut line = 1;
@@ -61,7 +89,7 @@ pub fn statement_lines(sql: &str) -> Vec<usize> {
             _ => {
                 if !statement_started {
                     statement_started = true;
-                    lines.push(line);
+                    lines.push((line, i));
                     previous_word.clear();
                 }
                 match c {
@@ -87,7 +115,9 @@ pub fn statement_lines(sql: &str) -> Vec<usize> {
                     c if c.is_ascii_alphabetic() || c == b'_' => {
                         let start = i;
                         while i < bytes.len()
-                            && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'$')
+                            && (bytes[i].is_ascii_alphanumeric()
+                                || bytes[i] == b'_'
+                                || bytes[i] == b'$')
                         {
                             i += 1;
                         }
@@ -155,16 +185,36 @@ fn dollar_tag(bytes: &[u8], start: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::statement_lines;
+    use super::{statement_lines, transaction_control};
+
+    #[test]
+    fn transaction_control_is_found() {
+        assert_eq!(transaction_control("create table a();\nCOMMIT;"), Some((2, "COMMIT".into())));
+        assert_eq!(transaction_control("begin;\nselect 1;"), Some((1, "BEGIN".into())));
+        assert_eq!(transaction_control("start transaction;"), Some((1, "START".into())));
+        assert_eq!(transaction_control("rollback to savepoint a;"), None);
+        assert_eq!(
+            transaction_control("create function f() returns int language sql\nbegin atomic select 1; end;"),
+            None
+        );
+        assert_eq!(
+            transaction_control("do $$ begin perform 1; commit; end $$;\n-- commit;"),
+            None
+        );
+    }
 
     #[test]
     fn plain_statements() {
-        assert_eq!(statement_lines("select 1;\nselect 2;\n\nselect 3"), [1, 2, 4]);
+        assert_eq!(
+            statement_lines("select 1;\nselect 2;\n\nselect 3"),
+            [1, 2, 4]
+        );
     }
 
     #[test]
     fn comments_and_empty_statements_are_not_statements() {
-        let sql = "-- header; with a semicolon\n/* block; /* nested; */ */\n;;\nselect 1; -- trailing;\n";
+        let sql =
+            "-- header; with a semicolon\n/* block; /* nested; */ */\n;;\nselect 1; -- trailing;\n";
         assert_eq!(statement_lines(sql), [4]);
     }
 
