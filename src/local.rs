@@ -209,7 +209,10 @@ impl LocalCluster {
     /// Drop database `name` if it exists (WITH (FORCE)).
     pub async fn drop_database(&self, name: &str) -> Result<()> {
         let client = self.admin_client().await?;
-        let sql = format!("drop database if exists {} with (force)", quote_ident(name)?);
+        let sql = format!(
+            "drop database if exists {} with (force)",
+            quote_ident(name)?
+        );
         client
             .batch_execute(&sql)
             .await
@@ -241,7 +244,8 @@ impl LocalCluster {
             )));
         }
         fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
-        let dir = fs::canonicalize(dir).map_err(io_error(format!("resolving {}", dir.display())))?;
+        let dir =
+            fs::canonicalize(dir).map_err(io_error(format!("resolving {}", dir.display())))?;
         let layout = Layout::new(&dir);
         // Held until we return: two CLI processes racing on the same folder
         // must not both run initdb or both pick a port and start.
@@ -276,12 +280,23 @@ impl LocalCluster {
         let password = read_password(&layout)?;
         let socket_dir = prepare_socket_dir(&layout, &runner)?;
 
-        let port = if is_running(&layout, &runner)? {
-            let pid = wait_ready(&layout, READY_TIMEOUT)?;
-            tracing::debug!(dir = %dir.display(), port = pid.port, "reusing the running local cluster");
-            pid.port
+        let running = if is_running(&layout, &runner)? {
+            wait_ready(&layout, READY_TIMEOUT)?
         } else {
-            start_server(&layout, &runner, &socket_dir)?
+            Readiness::Stopped
+        };
+        let port = match running {
+            Readiness::Ready(pid) => {
+                tracing::debug!(dir = %dir.display(), port = pid.port, "reusing the running local cluster");
+                pid.port
+            }
+            Readiness::Dead(pid) => {
+                // A killed postmaster that init has not reaped yet still
+                // "runs" for pg_ctl and for the new server's stale-lock check.
+                wait_reaped(pid, READY_TIMEOUT);
+                start_server(&layout, &runner, &socket_dir)?
+            }
+            Readiness::Stopped => start_server(&layout, &runner, &socket_dir)?,
         };
         // The pid file tells where a running server really listens, even if
         // someone started it by hand with other settings.
@@ -458,8 +473,8 @@ impl Runner {
                 run_as: None,
             });
         }
-        let meta = fs::metadata(data_dir)
-            .map_err(io_error(format!("reading {}", data_dir.display())))?;
+        let meta =
+            fs::metadata(data_dir).map_err(io_error(format!("reading {}", data_dir.display())))?;
         if meta.uid() == 0 {
             return Err(Error::LocalCluster(format!(
                 "{} is owned by root, and postgresql refuses to run as root; delete it so slipway can recreate it for an unprivileged user",
@@ -480,7 +495,9 @@ impl Runner {
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program));
         // English messages: `start_server` reads the log to spot a taken port.
-        cmd.env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGPORT");
+        cmd.env("LC_ALL", "C")
+            .env_remove("PGDATA")
+            .env_remove("PGPORT");
         if let Some(user) = &self.run_as {
             // std drops the supplementary groups itself when it switches
             // uid as root (setgroups(0) unless `groups` was called), so
@@ -592,8 +609,8 @@ fn lookup_user(query: UserQuery<'_>) -> Option<RunAs> {
 /// we only own `dir` itself, so say which ancestor blocks rather than change it.
 fn check_traversable(dir: &Path, user: &RunAs) -> Result<()> {
     for ancestor in dir.ancestors().skip(1) {
-        let meta = fs::metadata(ancestor)
-            .map_err(io_error(format!("reading {}", ancestor.display())))?;
+        let meta =
+            fs::metadata(ancestor).map_err(io_error(format!("reading {}", ancestor.display())))?;
         let mode = meta.permissions().mode();
         // Supplementary groups are dropped (see `Runner::command`), so only
         // the primary group counts.
@@ -664,7 +681,12 @@ fn init(layout: &Layout, runner: &Runner) -> Result<()> {
     OpenOptions::new()
         .append(true)
         .open(&conf)
-        .and_then(|mut f| writeln!(f, "\n# Added by slipway.\ninclude_if_exists = '{CONF_FILE}'"))
+        .and_then(|mut f| {
+            writeln!(
+                f,
+                "\n# Added by slipway.\ninclude_if_exists = '{CONF_FILE}'"
+            )
+        })
         .map_err(io_error(format!("writing {}", conf.display())))
 }
 
@@ -765,12 +787,21 @@ fn start_server(layout: &Layout, runner: &Runner, socket_dir: &Path) -> Result<u
         // `output` returns once pg_ctl does.
         let out = runner.run("pg_ctl", &mut cmd)?;
         if out.status.success() {
-            wait_ready(layout, READY_TIMEOUT)?;
-            return Ok(port);
+            return match wait_ready(layout, READY_TIMEOUT)? {
+                Readiness::Ready(pid) => Ok(pid.port),
+                Readiness::Dead(_) | Readiness::Stopped => Err(Error::LocalCluster(format!(
+                    "the local cluster exited right after it started; last lines of {}:\n{}",
+                    log_file.display(),
+                    tail(&read_from(&log_file, log_start), 20)
+                ))),
+            };
         }
         let log = read_from(&log_file, log_start);
         if port_taken(&log) && attempt < START_ATTEMPTS {
-            tracing::warn!(port, "port taken before the server could bind it; trying another");
+            tracing::warn!(
+                port,
+                "port taken before the server could bind it; trying another"
+            );
             port = free_port()?;
             continue;
         }
@@ -817,10 +848,7 @@ fn free_port() -> Result<u16> {
 fn write_conf(layout: &Layout, runner: &Runner, port: u16, socket_dir: &Path) -> Result<()> {
     // A list element in double quotes may hold commas (postgresql.conf docs,
     // unix_socket_directories).
-    let socket_list = format!(
-        "\"{}\"",
-        socket_dir.to_string_lossy().replace('"', "\"\"")
-    );
+    let socket_list = format!("\"{}\"", socket_dir.to_string_lossy().replace('"', "\"\""));
     let text = format!(
         "# Written by slipway before every start of this throw-away cluster; edits are lost.\n\
          port = {port}\n\
@@ -845,17 +873,22 @@ fn conf_quote(value: &str) -> String {
 
 /// What `postmaster.pid` says about a running server.
 struct PidFile {
+    pid: libc::pid_t,
     port: u16,
     socket_dir: Option<PathBuf>,
     ready: bool,
 }
 
 impl PidFile {
-    /// Lines 4, 5 and 8 of the file: port, first socket dir, status
+    /// Lines 1, 4, 5 and 8 of the file: pid, port, first socket dir, status
     /// (`src/include/utils/pidfile.h`).
     fn read(path: &Path) -> io::Result<PidFile> {
         let text = fs::read_to_string(path)?;
         let lines: Vec<&str> = text.lines().collect();
+        let pid = lines
+            .first()
+            .and_then(|line| line.trim().parse().ok())
+            .ok_or_else(|| io::Error::other("no pid in postmaster.pid"))?;
         let port = lines
             .get(3)
             .and_then(|line| line.trim().parse().ok())
@@ -867,6 +900,7 @@ impl PidFile {
             .map(PathBuf::from);
         let ready = lines.get(7).is_some_and(|line| line.trim() == "ready");
         Ok(PidFile {
+            pid,
             port,
             socket_dir,
             ready,
@@ -874,21 +908,29 @@ impl PidFile {
     }
 }
 
+enum Readiness {
+    Ready(PidFile),
+    /// The pid file names a postmaster that is gone or a zombie.
+    Dead(libc::pid_t),
+    /// No pid file: the server stopped cleanly meanwhile.
+    Stopped,
+}
+
 /// Waits until the pid file says `ready` and the socket accepts a connection;
 /// a server found running may still be starting (started by hand, or racing).
-fn wait_ready(layout: &Layout, timeout: Duration) -> Result<PidFile> {
+fn wait_ready(layout: &Layout, timeout: Duration) -> Result<Readiness> {
     let deadline = Instant::now() + timeout;
     loop {
         let last_problem = match PidFile::read(&layout.pid_file()) {
+            Ok(pid) if !process_alive(pid.pid) => return Ok(Readiness::Dead(pid.pid)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Readiness::Stopped),
             Ok(pid) if pid.ready => {
                 let socket = socket_path(
-                    pid.socket_dir
-                        .as_deref()
-                        .unwrap_or(&layout.socket_dir()),
+                    pid.socket_dir.as_deref().unwrap_or(&layout.socket_dir()),
                     pid.port,
                 );
                 match UnixStream::connect(&socket) {
-                    Ok(_) => return Ok(pid),
+                    Ok(_) => return Ok(Readiness::Ready(pid)),
                     Err(e) => format!("cannot connect to {}: {e}", socket.display()),
                 }
             }
@@ -897,13 +939,43 @@ fn wait_ready(layout: &Layout, timeout: Duration) -> Result<PidFile> {
         };
         if Instant::now() >= deadline {
             return Err(Error::LocalCluster(format!(
-                "the local cluster in {} did not become ready within {}s: {last_problem}\nlast lines of {}:\n{}",
+                "the local cluster in {} did not become ready within {}s: {last_problem}; \
+                 if no postgres process serves it, delete {}\nlast lines of {}:\n{}",
                 layout.dir.display(),
                 timeout.as_secs(),
+                layout.pid_file().display(),
                 layout.log_file().display(),
                 tail(&read_from(&layout.log_file(), 0), 20)
             )));
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `pid` runs and is not a zombie; a zombie's socket is closed.
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; EPERM means it
+    // does, under another user.
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    // Linux only; elsewhere a zombie counts as alive, which costs a timeout.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                != Some('Z')
+        }
+        Err(_) => true,
+    }
+}
+
+fn wait_reaped(pid: libc::pid_t, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    // SAFETY: as in `process_alive`.
+    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -1104,7 +1176,11 @@ mod tests {
     fn long_dirs_get_a_short_stable_socket_dir() {
         let long = PathBuf::from(format!("/{}", "x".repeat(120)));
         let a = Layout::new(&long).socket_dir();
-        assert!(a.starts_with("/tmp/slipway-"), "{}", a.display());
+        assert!(
+            a.to_string_lossy().starts_with("/tmp/slipway-"),
+            "{}",
+            a.display()
+        );
         assert_eq!(a, Layout::new(&long).socket_dir());
         assert_eq!(
             Layout::new(Path::new("/w/l")).socket_dir(),

@@ -11,7 +11,10 @@
 
 /// 1-based line numbers where each non-empty statement of `sql` starts.
 pub fn statement_lines(sql: &str) -> Vec<usize> {
-    statement_starts(sql).into_iter().map(|(line, _)| line).collect()
+    statement_starts(sql)
+        .into_iter()
+        .map(|(line, _)| line)
+        .collect()
 }
 
 /// The first statement that controls the transaction (`BEGIN`, `COMMIT`,
@@ -19,22 +22,24 @@ pub fn statement_lines(sql: &str) -> Vec<usize> {
 /// `COMMIT` inside a migration would make everything before it permanent
 /// and run the rest outside any transaction.
 pub fn transaction_control(sql: &str) -> Option<(usize, String)> {
-    statement_starts(sql).into_iter().find_map(|(line, offset)| {
-        let mut words = sql[offset..]
-            .split(|c: char| c.is_whitespace() || c == ';')
-            .filter(|w| !w.is_empty())
-            .map(str::to_ascii_lowercase);
-        let first = words.next()?;
-        let second = words.next().unwrap_or_default();
-        let control = match first.as_str() {
-            "commit" | "end" | "abort" => true,
-            "begin" => second != "atomic",
-            "start" => second == "transaction",
-            "rollback" => second != "to",
-            _ => false,
-        };
-        control.then(|| (line, first.to_ascii_uppercase()))
-    })
+    statement_starts(sql)
+        .into_iter()
+        .find_map(|(line, offset)| {
+            let mut words = sql[offset..]
+                .split(|c: char| c.is_whitespace() || c == ';')
+                .filter(|w| !w.is_empty())
+                .map(str::to_ascii_lowercase);
+            let first = words.next()?;
+            let second = words.next().unwrap_or_default();
+            let control = match first.as_str() {
+                "commit" | "end" | "abort" => true,
+                "begin" => second != "atomic",
+                "start" => second == "transaction",
+                "rollback" => second != "to",
+                _ => false,
+            };
+            control.then(|| (line, first.to_ascii_uppercase()))
+        })
 }
 
 /// Line and byte offset where each non-empty statement of `sql` starts.
@@ -124,9 +129,9 @@ fn statement_starts(sql: &str) -> Vec<(usize, usize)> {
                         let word = sql[start..i].to_ascii_lowercase();
                         // A SQL-standard function body (PostgreSQL 14+) holds
                         // semicolons that do not end the statement.
-                        if word == "atomic" && previous_word == "begin" {
-                            atomic_depth += 1;
-                        } else if atomic_depth > 0 && (word == "case" || word == "begin") {
+                        let opens_atomic = word == "atomic" && previous_word == "begin";
+                        let opens_nested = atomic_depth > 0 && (word == "case" || word == "begin");
+                        if opens_atomic || opens_nested {
                             atomic_depth += 1;
                         } else if atomic_depth > 0 && word == "end" {
                             atomic_depth -= 1;
@@ -189,12 +194,23 @@ mod tests {
 
     #[test]
     fn transaction_control_is_found() {
-        assert_eq!(transaction_control("create table a();\nCOMMIT;"), Some((2, "COMMIT".into())));
-        assert_eq!(transaction_control("begin;\nselect 1;"), Some((1, "BEGIN".into())));
-        assert_eq!(transaction_control("start transaction;"), Some((1, "START".into())));
+        assert_eq!(
+            transaction_control("create table a();\nCOMMIT;"),
+            Some((2, "COMMIT".into()))
+        );
+        assert_eq!(
+            transaction_control("begin;\nselect 1;"),
+            Some((1, "BEGIN".into()))
+        );
+        assert_eq!(
+            transaction_control("start transaction;"),
+            Some((1, "START".into()))
+        );
         assert_eq!(transaction_control("rollback to savepoint a;"), None);
         assert_eq!(
-            transaction_control("create function f() returns int language sql\nbegin atomic select 1; end;"),
+            transaction_control(
+                "create function f() returns int language sql\nbegin atomic select 1; end;"
+            ),
             None
         );
         assert_eq!(

@@ -42,7 +42,10 @@ async fn fresh_cluster_answers_over_config_url_tcp_and_psql() {
     let cluster = Running(LocalCluster::start_fresh(tmp.path()).expect("start_fresh"));
     let cluster = &cluster.0;
 
-    cluster.ensure_database("app").await.expect("ensure_database");
+    cluster
+        .ensure_database("app")
+        .await
+        .expect("ensure_database");
     cluster
         .ensure_database("app")
         .await
@@ -76,7 +79,8 @@ async fn tcp_with_a_wrong_password_is_refused() {
     let cluster = Running(LocalCluster::start_fresh(tmp.path()).expect("start_fresh"));
     let cluster = &cluster.0;
 
-    let mut config = tokio_postgres::Config::from_str(&cluster.tcp_url("postgres")).expect("parses");
+    let mut config =
+        tokio_postgres::Config::from_str(&cluster.tcp_url("postgres")).expect("parses");
     config.password("not-the-password");
     let err = config
         .connect(NoTls)
@@ -108,7 +112,10 @@ async fn databases_with_awkward_names_are_created_and_dropped() {
     let (client, connection) = cluster.config(name).connect(NoTls).await.expect("connect");
     let session = tokio::spawn(connection);
     cluster.drop_database(name).await.expect("drop");
-    cluster.drop_database(name).await.expect("drop is idempotent");
+    cluster
+        .drop_database(name)
+        .await
+        .expect("drop is idempotent");
     drop(client);
     let _ = session.await;
 
@@ -140,7 +147,10 @@ async fn start_or_reuse_reuses_then_stop_dir_stops_then_it_restarts() {
     assert_eq!(second.password(), first.0.password());
     assert_eq!(server_pid(second.data_dir()), pid, "no second server");
 
-    assert!(LocalCluster::stop_dir(dir).expect("stop_dir"), "was running");
+    assert!(
+        LocalCluster::stop_dir(dir).expect("stop_dir"),
+        "was running"
+    );
     assert!(!LocalCluster::stop_dir(dir).expect("stop_dir again"));
     assert!(!second.data_dir().join("postmaster.pid").exists());
     assert!(

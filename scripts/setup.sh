@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Installs what `make run` and `make test` need, and nothing that is already
+# there: safe to run before every build, silent when there is nothing to do.
+#
+#   PostgreSQL server binaries  always (the local cluster of src/local.rs and
+#                               the test harness start their own servers)
+#   Python venv in .venv        with SLIPWAY_SETUP_VENV=1 (AWS emulator and
+#                               Lambda tooling from scripts/requirements.txt)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# Root in CI and containers; sudo on a developer machine.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root for: $*; run as root or install sudo"
+  fi
+}
+
+# The same search order as find_bin_dir() in src/local.rs, so this script
+# and slipway agree on whether PostgreSQL is installed.
+have_initdb() {
+  command -v initdb >/dev/null 2>&1 && return 0
+  if command -v pg_config >/dev/null 2>&1; then
+    local bindir
+    bindir="$(pg_config --bindir 2>/dev/null || true)"
+    [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && return 0
+  fi
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do
+    [ -x "$dir/initdb" ] && return 0
+  done
+  return 1
+}
+
+ensure_postgres() {
+  have_initdb && return 0
+  command -v apt-get >/dev/null 2>&1 ||
+    die "postgresql server not found and there is no apt-get; install it (macOS: brew install postgresql) and re-run"
+  log "installing postgresql (apt-get install postgresql)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  have_initdb || die "postgresql is installed but initdb is still not found"
+}
+
+sha256() {
+  if command -v sha256sum >/dev/null 2>&1; then
+    sha256sum | cut -d' ' -f1
+  else
+    shasum -a 256 | cut -d' ' -f1
+  fi
+}
+
+# --- Python venv ------------------------------------------------------------
+# The project's Python tools live in .venv, pinned in scripts/requirements.txt:
+# moto[server] (AWS emulator), cargo-lambda, cfn-lint, awscli. Opt-in with
+# SLIPWAY_SETUP_VENV=1 until the tests that use them are in place.
+# A stamp file holds the hash of the requirements last installed, so an
+# unchanged list costs one hash, not a pip run.
+ensure_venv() {
+  local venv=.venv requirements=scripts/requirements.txt
+  local stamp="$venv/.slipway-requirements.sha256" want
+  if [ -f "$requirements" ]; then
+    want="$(sha256 <"$requirements")"
+  else
+    want="no-requirements"
+  fi
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
+    return 0
+  fi
+  if [ ! -x "$venv/bin/python" ]; then
+    command -v python3 >/dev/null 2>&1 || die "python3 not found; install python3 and python3-venv"
+    log "creating the Python venv in $venv"
+    python3 -m venv "$venv" ||
+      die "python3 -m venv failed; on Debian/Ubuntu install python3-venv"
+  fi
+  if [ -f "$requirements" ]; then
+    log "installing into $venv from $requirements:" \
+      "$(grep -v -E '^[[:space:]]*(#|$)' "$requirements" | tr '\n' ' ')"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      -r "$requirements"
+  fi
+  printf '%s\n' "$want" >"$stamp"
+}
+
+ensure_postgres
+if [ "${SLIPWAY_SETUP_VENV:-0}" = 1 ]; then
+  ensure_venv
+fi
