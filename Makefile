@@ -25,7 +25,7 @@ lint: setup
 
 ## Everything CI runs.
 test: lint
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 fmt:
 	$(CARGO) fmt --all

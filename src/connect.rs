@@ -143,7 +143,9 @@ pub fn classify_connect_error(
         return Error::Tls(format!("{target}: {text}"));
     }
     if lower.contains("password missing") {
-        return Error::Auth(format!("{target}: the server asks for a password and none was given"));
+        return Error::Auth(format!(
+            "{target}: the server asks for a password and none was given"
+        ));
     }
     Error::Connection(format!("{target}: {text}"))
 }
@@ -176,7 +178,8 @@ mod tests {
 
     #[test]
     fn describe_never_shows_the_password() {
-        let config = parse_database_url("postgres://app:hunter2secret@db.example:6432/tutor").unwrap();
+        let config =
+            parse_database_url("postgres://app:hunter2secret@db.example:6432/tutor").unwrap();
         assert_eq!(describe(&config), "db.example:6432/tutor as app");
         let options = ConnectOptions::new(config);
         assert!(!format!("{options:?}").contains("hunter2secret"));

@@ -192,11 +192,20 @@ impl Migrator {
             dry_run: options.dry_run,
         };
         let outcomes = self
-            .run_with_retries(&client, &history, &plan.pending, state.rows.is_none(), &batch_options)
+            .run_with_retries(
+                &client,
+                &history,
+                &plan.pending,
+                state.rows.is_none(),
+                &batch_options,
+            )
             .await?;
 
         if options.dry_run {
-            tracing::info!(migrations = outcomes.len(), "dry run: all pending migrations ran and were rolled back");
+            tracing::info!(
+                migrations = outcomes.len(),
+                "dry run: all pending migrations ran and were rolled back"
+            );
             return Ok(());
         }
         report.applied = plan
@@ -241,7 +250,10 @@ impl Migrator {
         let attempts = self.settings.lock_retries + 1;
         let mut backoff = self.settings.retry_backoff;
         for attempt in 1..=attempts {
-            match history.run_batch(client, steps, create_history, options).await {
+            match history
+                .run_batch(client, steps, create_history, options)
+                .await
+            {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(BatchError::Failed(error)) => return Err(error),
                 Err(BatchError::LockTimeout(message)) if attempt < attempts => {
@@ -254,14 +266,13 @@ impl Migrator {
                     backoff = backoff.saturating_mul(2);
                 }
                 Err(BatchError::LockTimeout(message)) => {
-                    return Err(Error::LockTimeout {
-                        attempts,
-                        message,
-                    })
+                    return Err(Error::LockTimeout { attempts, message })
                 }
             }
         }
-        Err(Error::Internal("retry loop ended without an outcome".into()))
+        Err(Error::Internal(
+            "retry loop ended without an outcome".into(),
+        ))
     }
 }
 
@@ -328,7 +339,11 @@ fn status_rows(set: &MigrationSet, rows: &[HistoryRow], plan: &Plan) -> Vec<Migr
         let row = applied_row(m);
         let state = if plan.pending.iter().any(|p| p.script == m.script) {
             "pending"
-        } else if plan.checksum_mismatches.iter().any(|c| c.script == m.script) {
+        } else if plan
+            .checksum_mismatches
+            .iter()
+            .any(|c| c.script == m.script)
+        {
             "modified"
         } else if row.is_some() {
             "applied"

@@ -164,7 +164,7 @@ impl Error {
                 first,
                 second,
             } => serde_json::json!({ "version": version, "files": [first, second] }),
-            Error::ChecksumMismatch(versions) => serde_json::json!({ "versions": versions }),
+            Error::ChecksumMismatch(files) => serde_json::json!({ "files": files }),
             Error::UnknownVersion(versions) => serde_json::json!({ "versions": versions }),
             Error::LockTimeout { attempts, .. } => serde_json::json!({ "attempts": attempts }),
             _ => serde_json::Value::Null,
@@ -223,8 +223,14 @@ mod tests {
                 })),
                 "migration_failed",
             ),
-            (Error::ChecksumMismatch(vec!["0001".into()]), "checksum_mismatch"),
-            (Error::UnknownVersion(vec!["0009".into()]), "unknown_version"),
+            (
+                Error::ChecksumMismatch(vec!["0001".into()]),
+                "checksum_mismatch",
+            ),
+            (
+                Error::UnknownVersion(vec!["0009".into()]),
+                "unknown_version",
+            ),
             (
                 Error::DuplicateVersion {
                     version: "0001".into(),

@@ -4,7 +4,7 @@
 //!
 //! Round trips are the cost that dominates a migration run, so the batch is
 //! one simple-query message: `BEGIN`, the timeouts, each migration followed by
-//! its history row, `COMMIT`. The server executes it statement by statement;
+//! its history row; then `COMMIT` alone. The server executes it statement by statement;
 //! the client reads the stream of completions to know how far it got when a
 //! statement fails (psql, by contrast, sends each statement separately).
 
@@ -217,9 +217,17 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
         let result = execute_batch(client, &batch).await;
         match result {
             Ok(outcomes) if outcomes.len() == steps.len() => {
-                if options.dry_run {
-                    rollback(client).await.map_err(BatchError::Failed)?;
-                }
+                // COMMIT is sent alone, once the client has seen every step
+                // succeed: inside the batch message the server would run it
+                // even after this process was killed (it notices a dead
+                // client only when it next reads), so a killed apply would
+                // still commit. Costs one round trip.
+                let end = if options.dry_run {
+                    rollback(client).await
+                } else {
+                    commit(client).await
+                };
+                end.map_err(BatchError::Failed)?;
                 Ok(outcomes
                     .into_iter()
                     .zip(steps)
@@ -261,13 +269,31 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
         if *db.code() == SqlState::LOCK_NOT_AVAILABLE {
             return BatchError::LockTimeout(db.message().to_owned());
         }
-        let Some(step) = steps.get(progress.completed_steps) else {
+        // PostgreSQL parses the whole message before running any of it, so a
+        // syntax error in any step arrives before BEGIN ran; its position
+        // (characters into the message) still names the step.
+        let by_position = match db.position() {
+            Some(ErrorPosition::Original(position)) => {
+                (*position as usize).checked_sub(1).and_then(|at| {
+                    batch
+                        .step_ranges
+                        .iter()
+                        .position(|r| (r.0..r.1).contains(&at))
+                })
+            }
+            _ => None,
+        };
+        let index = by_position.unwrap_or(progress.completed_steps);
+        let Some(step) = steps.get(index) else {
             return BatchError::Failed(database_error("committing the migrations", &error));
         };
-        if !progress.inside_step {
-            return BatchError::Failed(database_error("preparing the migration transaction", &error));
+        if by_position.is_none() && !progress.inside_step {
+            return BatchError::Failed(database_error(
+                "preparing the migration transaction",
+                &error,
+            ));
         }
-        let range = &batch.step_ranges[progress.completed_steps];
+        let range = &batch.step_ranges[index];
         let line = line_of_error(db, &step.sql, range.0, progress.statements_in_step);
         BatchError::Failed(Error::MigrationFailed(Box::new(MigrationFailure {
             file: step.script.clone(),
@@ -280,8 +306,14 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
         })))
     }
 
-    fn batch_sql(&self, steps: &[&Migration], create_history: bool, options: &BatchOptions) -> Batch {
-        let mut sql = String::with_capacity(steps.iter().map(|s| s.sql.len() + 400).sum::<usize>() + 1500);
+    fn batch_sql(
+        &self,
+        steps: &[&Migration],
+        create_history: bool,
+        options: &BatchOptions,
+    ) -> Batch {
+        let mut sql =
+            String::with_capacity(steps.iter().map(|s| s.sql.len() + 400).sum::<usize>() + 1500);
         sql.push_str("BEGIN;\n");
         // Why SET LOCAL lock_timeout: an ALTER TABLE queued behind a long
         // transaction blocks every later query on that table, turning a
@@ -292,6 +324,14 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             options.lock_timeout.as_millis(),
             options.statement_timeout.as_millis()
         ));
+        // A killed client is otherwise noticed only when the server next
+        // talks to it: the rest of the batch would run, holding its locks,
+        // before the rollback. PostgreSQL 14+ can check every second; on
+        // older servers the WHERE keeps the unknown setting untouched.
+        sql.push_str(
+            "SELECT set_config('client_connection_check_interval', '1000', true) \
+             WHERE current_setting('server_version_num')::int >= 140000;\n",
+        );
         if create_history {
             sql.push_str(&self.ensure_sql());
         }
@@ -325,9 +365,6 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             chars += tail.chars().count();
             sql.push_str(&tail);
         }
-        if !options.dry_run {
-            sql.push_str("COMMIT;\n");
-        }
         Batch { sql, step_ranges }
     }
 }
@@ -360,24 +397,22 @@ async fn execute_batch(
     futures_util::pin_mut!(stream);
     while let Some(message) = stream.next().await {
         match message {
-            Ok(SimpleQueryMessage::Row(row)) => {
-                match row.columns().first().map(|c| c.name()) {
-                    Some(BEGIN_MARKER) => {
-                        marker_pending = true;
-                        progress.inside_step = true;
-                    }
-                    Some(STEP_MARKER) => {
-                        marker_pending = true;
-                        let execution_ms = row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0);
-                        outcomes.push(StepOutcome {
-                            script: String::new(),
-                            execution_ms,
-                        });
-                        progress.completed_steps += 1;
-                    }
-                    _ => {}
+            Ok(SimpleQueryMessage::Row(row)) => match row.columns().first().map(|c| c.name()) {
+                Some(BEGIN_MARKER) => {
+                    marker_pending = true;
+                    progress.inside_step = true;
                 }
-            }
+                Some(STEP_MARKER) => {
+                    marker_pending = true;
+                    let execution_ms = row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    outcomes.push(StepOutcome {
+                        script: String::new(),
+                        execution_ms,
+                    });
+                    progress.completed_steps += 1;
+                }
+                _ => {}
+            },
             Ok(SimpleQueryMessage::CommandComplete(_)) => {
                 if marker_pending {
                     marker_pending = false;
@@ -405,6 +440,14 @@ fn line_of_error(db: &DbError, sql: &str, step_start: usize, completed: usize) -
         }
     }
     statement_lines(sql).get(completed).copied()
+}
+
+async fn commit(client: &Client) -> Result<()> {
+    client
+        .simple_query("COMMIT")
+        .await
+        .map(|_| ())
+        .map_err(|e| database_error("committing the migrations", &e))
 }
 
 async fn rollback(client: &Client) -> Result<()> {
@@ -451,7 +494,9 @@ pub fn database_error(context: &str, error: &tokio_postgres::Error) -> Error {
             context: context.to_owned(),
             message: format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         },
-        None if error.is_closed() => Error::Connection(format!("the connection closed while {context}")),
+        None if error.is_closed() => {
+            Error::Connection(format!("the connection closed while {context}"))
+        }
         None => Error::Connection(format!("{context}: {error}")),
     }
 }

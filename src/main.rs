@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use slipway::local::LocalCluster;
-use slipway::{ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, Settings, Target};
+use slipway::{
+    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, Settings, Target,
+};
 
 /// Safe PostgreSQL schema migrations: validate, then apply everything pending
 /// in one transaction under an advisory lock. Nothing is ever half-applied.
@@ -111,7 +113,10 @@ enum LocalCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("slipway: cannot start the async runtime: {e}");
@@ -174,7 +179,11 @@ async fn migrator(cli: &Cli) -> Result<Migrator, Error> {
 
 /// Flags first, then the environment; never a guessed database.
 async fn connection(cli: &Cli) -> Result<ConnectOptions, Error> {
-    let chosen = [cli.database_url.is_some(), cli.secret_id.is_some(), cli.local];
+    let chosen = [
+        cli.database_url.is_some(),
+        cli.secret_id.is_some(),
+        cli.local,
+    ];
     if chosen.iter().filter(|c| **c).count() > 1 {
         return Err(Error::Config(
             "give only one of --database-url, --secret-id, --local".into(),
@@ -192,10 +201,11 @@ async fn connection(cli: &Cli) -> Result<ConnectOptions, Error> {
     if let Some(url) = url {
         return ConnectOptions::from_url(&url);
     }
-    let secret = cli
-        .secret_id
-        .clone()
-        .or_else(|| std::env::var("DB_SECRET_ARN").ok().filter(|s| !s.is_empty()));
+    let secret = cli.secret_id.clone().or_else(|| {
+        std::env::var("DB_SECRET_ARN")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
     if secret.is_some() {
         return Err(Error::Config(
             "reading credentials from Secrets Manager (--secret-id / DB_SECRET_ARN) is not available in this build yet; use --database-url or --local".into(),
@@ -231,11 +241,17 @@ async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
         },
         LocalCommand::Stop => match LocalCluster::stop_dir(&local_dir()) {
             Ok(true) => {
-                println!("stopped the local PostgreSQL under {}", local_dir().display());
+                println!(
+                    "stopped the local PostgreSQL under {}",
+                    local_dir().display()
+                );
                 Ok(())
             }
             Ok(false) => {
-                println!("no local PostgreSQL was running under {}", local_dir().display());
+                println!(
+                    "no local PostgreSQL was running under {}",
+                    local_dir().display()
+                );
                 Ok(())
             }
             Err(e) => Err(e),

@@ -414,9 +414,11 @@ fn parse_directives(sql: &str) -> std::result::Result<Directives, String> {
         match directive.trim() {
             "no-transaction" => directives.no_transaction = true,
             "allow-destructive" => directives.allow_destructive = true,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown directive '-- slipway:{other}'; known: no-transaction, allow-destructive"
-            )),
+            ))
+            }
         }
     }
     Ok(directives)
@@ -515,7 +517,11 @@ mod tests {
                 "unknown directive",
             ),
             ("0001_a_rollback.sql", "select 1;", "no 0001_a.sql"),
-            ("0001_a.sql", "create table t ();\ncommit;", "line 2: COMMIT"),
+            (
+                "0001_a.sql",
+                "create table t ();\ncommit;",
+                "line 2: COMMIT",
+            ),
         ] {
             let text = error_text(vec![file(name, contents)]);
             assert!(text.contains(name), "{text}");

@@ -73,7 +73,10 @@ impl Plan<'_> {
         }
         if !self.unknown_versions.is_empty() {
             return Err(Error::UnknownVersion(
-                self.unknown_versions.iter().map(|(v, _)| v.clone()).collect(),
+                self.unknown_versions
+                    .iter()
+                    .map(|(v, _)| v.clone())
+                    .collect(),
             ));
         }
         Ok(())
@@ -256,7 +259,13 @@ mod tests {
     #[test]
     fn modified_file_is_a_mismatch() {
         let set = set(FILES);
-        let history = vec![row(1, "versioned", Some("0001"), "0001_a.sql", "select 'old';")];
+        let history = vec![row(
+            1,
+            "versioned",
+            Some("0001"),
+            "0001_a.sql",
+            "select 'old';",
+        )];
         let plan = plan(&history, &set, None).unwrap();
         assert_eq!(plan.checksum_mismatches.len(), 1);
         assert_eq!(plan.checksum_mismatches[0].version, "0001");
@@ -269,8 +278,14 @@ mod tests {
         let set = set(FILES);
         let history = vec![row(1, "versioned", Some("0009"), "0009_gone.sql", "x")];
         let plan = plan(&history, &set, None).unwrap();
-        assert_eq!(plan.unknown_versions, [("0009".to_owned(), "0009_gone.sql".to_owned())]);
-        assert_eq!(plan.check_applicable().unwrap_err().code().as_str(), "unknown_version");
+        assert_eq!(
+            plan.unknown_versions,
+            [("0009".to_owned(), "0009_gone.sql".to_owned())]
+        );
+        assert_eq!(
+            plan.check_applicable().unwrap_err().code().as_str(),
+            "unknown_version"
+        );
     }
 
     #[test]
@@ -292,7 +307,10 @@ mod tests {
         assert_eq!(versions(&plan), ["0001_a.sql", "0002_b.sql"]);
         let missing = Version::parse("7").unwrap();
         assert_eq!(
-            super::plan(&[], &set, Some(&missing)).unwrap_err().code().as_str(),
+            super::plan(&[], &set, Some(&missing))
+                .unwrap_err()
+                .code()
+                .as_str(),
             "config"
         );
     }
@@ -315,7 +333,13 @@ mod tests {
         let history = vec![
             row(1, "versioned", Some("0001"), "0001_a.sql", "select 1;"),
             row(2, "versioned", Some("0002"), "0002_b.sql", "select 2;"),
-            row(3, "rollback", Some("0002"), "0002_b_rollback.sql", "select -2;"),
+            row(
+                3,
+                "rollback",
+                Some("0002"),
+                "0002_b_rollback.sql",
+                "select -2;",
+            ),
         ];
         let plan = plan(&history, &set, None).unwrap();
         assert_eq!(plan.current.as_ref().unwrap().as_str(), "0001");
@@ -339,8 +363,17 @@ mod tests {
             row(3, "versioned", Some("0003"), "0003_c.sql", "select 3;"),
             row(4, "repeatable", None, "repeatable/v.sql", "select 'old';"),
         ];
-        assert_eq!(versions(&plan(&history, &set, None).unwrap()), ["repeatable/v.sql"]);
-        history.push(row(5, "repeatable", None, "repeatable/v.sql", "select 'v';"));
+        assert_eq!(
+            versions(&plan(&history, &set, None).unwrap()),
+            ["repeatable/v.sql"]
+        );
+        history.push(row(
+            5,
+            "repeatable",
+            None,
+            "repeatable/v.sql",
+            "select 'v';",
+        ));
         assert!(plan(&history, &set, None).unwrap().is_clean());
     }
 
@@ -348,6 +381,9 @@ mod tests {
     fn unknown_history_kind_is_an_error() {
         let set = set(FILES);
         let history = vec![row(1, "mystery", Some("0001"), "0001_a.sql", "select 1;")];
-        assert_eq!(plan(&history, &set, None).unwrap_err().code().as_str(), "internal");
+        assert_eq!(
+            plan(&history, &set, None).unwrap_err().code().as_str(),
+            "internal"
+        );
     }
 }

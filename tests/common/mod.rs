@@ -100,7 +100,11 @@ impl TestDb {
 
     pub fn migrator_with(&self, dir: &Path, settings: Settings) -> Migrator {
         let set = MigrationSet::from_dir(dir).expect("load migrations");
-        Migrator::new(set, Target::new(self.connect_options(), "test:harness"), settings)
+        Migrator::new(
+            set,
+            Target::new(self.connect_options(), "test:harness"),
+            settings,
+        )
     }
 
     /// A plain client for inspecting the database.
@@ -132,7 +136,10 @@ impl TestDb {
             )
             .await;
         match history {
-            Ok(rows) => lines.extend(rows.iter().map(|r| format!("history {}", r.get::<_, String>(0)))),
+            Ok(rows) => lines.extend(
+                rows.iter()
+                    .map(|r| format!("history {}", r.get::<_, String>(0))),
+            ),
             Err(_) => lines.push("history: none".into()),
         }
         lines.join("\n")
@@ -141,7 +148,10 @@ impl TestDb {
     /// Number of history rows (0 when the table does not exist).
     pub async fn history_count(&self) -> i64 {
         let client = self.client().await;
-        match client.query_one("SELECT count(*) FROM slipway.history", &[]).await {
+        match client
+            .query_one("SELECT count(*) FROM slipway.history", &[])
+            .await
+        {
             Ok(row) => row.get(0),
             Err(_) => 0,
         }
@@ -151,7 +161,10 @@ impl TestDb {
     pub async fn has_table(&self, table: &str) -> bool {
         let client = self.client().await;
         let row = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("public.{table}")])
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("public.{table}")],
+            )
             .await
             .expect("to_regclass");
         row.get(0)
@@ -161,7 +174,11 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("kept test database {} for inspection: {}", self.name, self.url());
+            eprintln!(
+                "kept test database {} for inspection: {}",
+                self.name,
+                self.url()
+            );
             return;
         }
         let name = self.name.clone();
@@ -239,7 +256,9 @@ pub fn fast_settings() -> Settings {
 /// The `slipway` binary under test.
 pub fn slipway() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
-    command.env_remove("DATABASE_URL").env_remove("DB_SECRET_ARN");
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("DB_SECRET_ARN");
     command
 }
 
@@ -261,7 +280,8 @@ impl Run {
     }
     /// The JSON report on stdout.
     pub fn report(&self) -> serde_json::Value {
-        serde_json::from_str(self.stdout().trim()).unwrap_or_else(|e| panic!("{self}\nstdout is not a JSON report: {e}"))
+        serde_json::from_str(self.stdout().trim())
+            .unwrap_or_else(|e| panic!("{self}\nstdout is not a JSON report: {e}"))
     }
     /// Panic with the whole run unless it exited with `code`.
     pub fn expect_code(&self, code: i32) -> &Run {
@@ -294,4 +314,24 @@ pub fn run_cli(cwd: &Path, args: &[&str]) -> Run {
         command: format!("slipway {}", args.join(" ")),
         output,
     }
+}
+
+/// A temp directory holding a copy of the example migrations, for tests that
+/// edit, delete or re-encode files.
+pub fn copy_example_migrations() -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("create dir");
+        for entry in std::fs::read_dir(from).expect("read migrations") {
+            let entry = entry.expect("dir entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy migration");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy(&example_migrations(), dir.path());
+    dir
 }
