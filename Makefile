@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLIPWAY := $(or $(CARGO_TARGET_DIR),target)/release/slipway
 
-.PHONY: setup build run test lint fmt bench clean-local
+.PHONY: setup build run test lint fmt bench snapshot lambda clean-local
 
 setup:
 	@bash scripts/setup.sh
@@ -21,18 +21,36 @@ run: build
 ## Quick loop: formatting and clippy.
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Everything CI runs.
+## Everything CI runs: the whole workspace, the Lambda's end-to-end test
+## (moto, cargo lambda, awscli from .venv) included.
 test: lint
-	$(CARGO) test
+	$(CARGO) test --workspace
 
 fmt:
 	$(CARGO) fmt --all
 
-## Benchmarks against psql on a real server (markdown table on stdout).
-bench: setup
+## Benchmarks against psql on a real server (markdown tables on stdout):
+## migrations (W1, W2), then the drift check on 1,000 tables, then the
+## Lambda's cold start and zip size.
+bench: setup lambda
 	$(CARGO) bench --bench migrate
+	$(CARGO) bench --bench drift
+	$(CARGO) bench -p slipway-lambda --bench cold_start
+
+## The function's deployment zip, built for x86_64 with the host toolchain
+## (the template chooses the architecture; CI builds arm64 natively).
+LAMBDA_ZIP := $(or $(CARGO_TARGET_DIR),target)/lambda/bootstrap/bootstrap.zip
+lambda: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --output-format zip \
+		--compiler cargo --package slipway-lambda
+	@echo "$(LAMBDA_ZIP): $$(wc -c < $(LAMBDA_ZIP)) bytes"
+
+## Refresh migrations/schema.snapshot.json after changing migrations/
+## (`make test` fails while it is stale).
+snapshot: build
+	$(SLIPWAY) snapshot --out migrations/schema.snapshot.json
 
 clean-local:
 	-$(SLIPWAY) local stop

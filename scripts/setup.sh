@@ -4,8 +4,9 @@
 #
 #   PostgreSQL server binaries  always (the local cluster of src/local.rs and
 #                               the test harness start their own servers)
-#   Python venv in .venv        with SLIPWAY_SETUP_VENV=1 (AWS emulator and
-#                               Lambda tooling from scripts/requirements.txt)
+#   Python venv in .venv        always; SLIPWAY_SETUP_VENV=0 skips it (AWS
+#                               emulator and Lambda tooling for the tests,
+#                               from scripts/requirements.txt)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -61,8 +62,8 @@ sha256() {
 
 # --- Python venv ------------------------------------------------------------
 # The project's Python tools live in .venv, pinned in scripts/requirements.txt:
-# moto[server] (AWS emulator), cargo-lambda, cfn-lint, awscli. Opt-in with
-# SLIPWAY_SETUP_VENV=1 until the tests that use them are in place.
+# moto[server] (AWS emulator), cargo-lambda, awscli; the Lambda's tests
+# (lambda/tests/) need them, so `make test` cannot run without the venv.
 # A stamp file holds the hash of the requirements last installed, so an
 # unchanged list costs one hash, not a pip run.
 ensure_venv() {
@@ -77,7 +78,15 @@ ensure_venv() {
     return 0
   fi
   if [ ! -x "$venv/bin/python" ]; then
-    command -v python3 >/dev/null 2>&1 || die "python3 not found; install python3 and python3-venv"
+    # Debian splits venv's pip bootstrap (ensurepip) into python3-venv.
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+      command -v apt-get >/dev/null 2>&1 ||
+        die "python3 with venv support not found; install python3 and python3-venv"
+      log "installing python3-venv (apt-get install)"
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+    fi
     log "creating the Python venv in $venv"
     python3 -m venv "$venv" ||
       die "python3 -m venv failed; on Debian/Ubuntu install python3-venv"
@@ -92,6 +101,6 @@ ensure_venv() {
 }
 
 ensure_postgres
-if [ "${SLIPWAY_SETUP_VENV:-0}" = 1 ]; then
+if [ "${SLIPWAY_SETUP_VENV:-1}" = 1 ]; then
   ensure_venv
 fi

@@ -9,9 +9,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
+use crate::tls::{self, Attempt, TlsOptions};
 
 /// Default bound on establishing a connection (DESIGN.md: 10 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +22,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ConnectOptions {
     pub config: Config,
     pub connect_timeout: Duration,
+    /// `sslmode` and CA bundle ([`crate::tls`]).
+    pub tls: TlsOptions,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -28,6 +31,7 @@ impl std::fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("target", &describe(&self.config))
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -38,6 +42,7 @@ impl ConnectOptions {
         ConnectOptions {
             config,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: TlsOptions::default(),
         }
     }
 
@@ -97,23 +102,14 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client> {
     }
     config.connect_timeout(options.connect_timeout);
     let target = describe(&config);
-    let attempt = tokio::time::timeout(options.connect_timeout, config.connect(NoTls)).await;
-    let (client, connection) = match attempt {
-        Err(_) => {
-            return Err(Error::Connection(format!(
-                "{target}: no answer within {}s; check the host, port, security groups and that the server is running",
-                options.connect_timeout.as_secs_f32()
-            )))
-        }
-        Ok(Err(e)) => return Err(classify_connect_error(&e, &target, config.get_password())),
-        Ok(Ok(pair)) => pair,
-    };
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection closed");
-        }
-    });
-    Ok(client)
+    match tls::connect(&mut config, &options.tls, options.connect_timeout).await? {
+        Attempt::Connected(client) => Ok(client),
+        Attempt::TimedOut => Err(Error::Connection(format!(
+            "{target}: no answer within {}s; check the host, port, security groups and that the server is running",
+            options.connect_timeout.as_secs_f32()
+        ))),
+        Attempt::Failed(e) => Err(classify_connect_error(&e, &target, config.get_password())),
+    }
 }
 
 /// Map a failed connection attempt to `auth`, `tls` or `connection`.
@@ -122,7 +118,19 @@ pub fn classify_connect_error(
     target: &str,
     password: Option<&[u8]>,
 ) -> Error {
-    let text = error.to_string();
+    // tokio-postgres's Display names only the kind ("error performing TLS
+    // handshake"); the why (e.g. "certificate verify failed") is in the sources.
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // native-tls repeats its inner OpenSSL error in its own text.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
     let text = match password.and_then(|p| std::str::from_utf8(p).ok()) {
         Some(p) => scrub(&text, p),
         None => text,
@@ -140,7 +148,9 @@ pub fn classify_connect_error(
     }
     let lower = text.to_ascii_lowercase();
     if lower.contains("tls") || lower.contains("ssl") {
-        return Error::Tls(format!("{target}: {text}"));
+        return Error::Tls(format!(
+            "{target}: {text}; check the sslmode (DB_SSLMODE, --sslmode) and, for verify-full, the CA bundle (DB_CA_BUNDLE, --ca-bundle)"
+        ));
     }
     if lower.contains("password missing") {
         return Error::Auth(format!(

@@ -2,20 +2,29 @@
 //! each returning a [`Report`] — also when it fails, so the caller always has
 //! what was found before the failure.
 //!
-//! It decides with [`crate::plan`] and touches the database only through
-//! [`crate::history`]; it never builds SQL itself.
+//! It decides with [`crate::plan`] and [`crate::drift`] and touches the
+//! database only through [`crate::history`] and [`crate::catalog`]; it never
+//! builds SQL itself.
+//!
+//! Drift is checked against a reference: the snapshot the database's last
+//! apply recorded (validate, and before apply runs anything) and — what
+//! ships is what CI tested — the committed expected snapshot, inside the
+//! apply transaction after the migrations ran and before `COMMIT`, when the
+//! apply goes to the latest version.
 
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use crate::catalog::{self, CatalogQuery, Snapshot};
 use crate::connect::{connect, ConnectOptions};
+use crate::drift::{diff, DiffOptions, Difference};
 use crate::error::{Error, Result};
-use crate::history::{BatchError, BatchOptions, History, HistoryState};
-use crate::migrations::{Migration, MigrationSet, Version};
+use crate::history::{BatchError, BatchOptions, History, HistoryState, OpenBatch};
+use crate::migrations::{Migration, MigrationSet, Version, EXPECTED_SNAPSHOT_FILE};
 use crate::plan::{plan, HistoryRow, Plan};
 use crate::report::{
-    AppliedMigration, ChecksumMismatchItem, MigrationStatus, PendingMigration, Report,
+    AppliedMigration, ChecksumMismatchItem, DriftItem, MigrationStatus, PendingMigration, Report,
     UnknownVersion,
 };
 
@@ -30,6 +39,10 @@ pub struct Target {
     /// Who runs the migrations, stored with each history row: `cli:<host>`,
     /// `lambda:<function>`.
     pub client: String,
+    /// Compare the live schema with the recorded and the expected snapshot
+    /// (default true). Off, validate and a no-op apply skip the catalog
+    /// reads; an apply still records the schema it leaves.
+    pub check_drift: bool,
 }
 
 impl Target {
@@ -40,6 +53,7 @@ impl Target {
             history_schema: DEFAULT_HISTORY_SCHEMA.to_owned(),
             managed_schemas: vec!["public".to_owned()],
             client: client.into(),
+            check_drift: true,
         }
     }
 }
@@ -78,6 +92,20 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     /// Stop at this version instead of the latest.
     pub target: Option<String>,
+    /// Go ahead although the schema drifted from the recorded or the
+    /// expected snapshot (the report still lists the drift); the live schema
+    /// becomes the recorded one.
+    pub allow_drift: bool,
+}
+
+/// What the live schema is compared with.
+const RECORDED_REFERENCE: &str = "the snapshot recorded by the last apply";
+const EXPECTED_REFERENCE: &str = "the expected snapshot (schema.snapshot.json)";
+
+/// Drift found against one reference.
+struct Drift {
+    reference: &'static str,
+    items: Vec<Difference>,
 }
 
 /// Runs a migration set against a target.
@@ -127,6 +155,135 @@ impl Migrator {
         finish(report, outcome, started)
     }
 
+    /// The live catalog of the managed schemas (read-only).
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let client = connect(&self.target.connect).await?;
+        Ok(catalog::read(&client, &self.catalog_query())
+            .await?
+            .snapshot)
+    }
+
+    fn catalog_query(&self) -> CatalogQuery {
+        CatalogQuery::new(&self.target.managed_schemas, &self.target.history_schema)
+            .lock_timeout(self.settings.lock_timeout)
+    }
+
+    /// Run a history read (which includes the catalog read) again while it
+    /// fails on `lock_timeout`: describing a table takes a share lock on it,
+    /// so a table held exclusively elsewhere makes the read wait, as it
+    /// would make a migration wait.
+    async fn read_with_retries<F, Fut>(&self, mut read: F) -> Result<HistoryState>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<HistoryState>>,
+    {
+        let attempts = self.settings.lock_retries + 1;
+        let mut backoff = self.settings.retry_backoff;
+        for attempt in 1..=attempts {
+            match read().await {
+                Err(Error::LockTimeout { message, .. }) if attempt < attempts => {
+                    tracing::warn!(
+                        attempt,
+                        retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                        "lock timeout reading the catalog ({message}); retrying"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                Err(Error::LockTimeout { message, .. }) => {
+                    return Err(Error::LockTimeout { attempts, message })
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Internal(
+            "retry loop ended without an outcome".into(),
+        ))
+    }
+
+    /// The committed expected snapshot of the migration set, if it has one.
+    fn expected_snapshot(&self) -> Result<Option<Snapshot>> {
+        let Some(text) = self.set.expected_snapshot() else {
+            return Ok(None);
+        };
+        let expected = Snapshot::from_json(text, EXPECTED_SNAPSHOT_FILE)?;
+        if expected.format != catalog::FORMAT {
+            return Err(Error::Config(format!(
+                "{EXPECTED_SNAPSHOT_FILE} has snapshot format {}, this slipway writes format {}; regenerate it with `slipway snapshot`",
+                expected.format,
+                catalog::FORMAT
+            )));
+        }
+        let managed = Snapshot::empty(&self.target.managed_schemas).schemas;
+        if expected.schemas != managed {
+            return Err(Error::Config(format!(
+                "{EXPECTED_SNAPSHOT_FILE} covers schema(s) {} but this target manages {}; regenerate it with `slipway snapshot`",
+                expected.schemas.join(", "),
+                managed.join(", ")
+            )));
+        }
+        Ok(Some(expected))
+    }
+
+    /// Drift of the live catalog from the database's reference: the snapshot
+    /// its last apply recorded or, for a database with a history but no
+    /// recorded snapshot and nothing pending, the expected snapshot.
+    async fn reference_drift(
+        &self,
+        client: &Client,
+        history: &History,
+        state: &HistoryState,
+        plan: &Plan<'_>,
+    ) -> Result<Option<Drift>> {
+        let Some(live) = &state.catalog else {
+            return Ok(None);
+        };
+        if let Some(recorded) = &state.recorded {
+            if recorded.format != catalog::FORMAT {
+                tracing::warn!(
+                    format = recorded.format,
+                    "the recorded schema snapshot has another format; not compared (the next apply replaces it)"
+                );
+                return Ok(None);
+            }
+            // The common case costs a hash: the snapshot itself is fetched
+            // only when the fingerprints differ.
+            if recorded.fingerprint == live.fingerprint() {
+                return Ok(Some(Drift {
+                    reference: RECORDED_REFERENCE,
+                    items: Vec::new(),
+                }));
+            }
+            let Some(recorded) = history.read_recorded_snapshot(client).await? else {
+                return Ok(None);
+            };
+            if recorded.schemas != live.schemas {
+                tracing::warn!(
+                    recorded = %recorded.schemas.join(","),
+                    managed = %live.schemas.join(","),
+                    "the recorded schema snapshot covers other schemas; not compared (the next apply replaces it)"
+                );
+                return Ok(None);
+            }
+            let same_database = DiffOptions {
+                same_database: true,
+            };
+            return Ok(Some(Drift {
+                reference: RECORDED_REFERENCE,
+                items: diff(&recorded, live, same_database),
+            }));
+        }
+        if state.rows.is_some() && plan.pending.is_empty() {
+            if let Some(expected) = self.expected_snapshot()? {
+                return Ok(Some(Drift {
+                    reference: EXPECTED_REFERENCE,
+                    items: diff(&expected, live, DiffOptions::default()),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     async fn open(&self) -> Result<(Client, History)> {
         let history = History::new(&self.target.history_schema)?;
         let client = connect(&self.target.connect).await?;
@@ -144,38 +301,90 @@ impl Migrator {
     }
 
     async fn validate_into(&self, report: &mut Report) -> Result<()> {
-        let (client, history) = self.open().await?;
-        let state = history.read(&client).await?;
-        let rows = state.rows.clone().unwrap_or_default();
-        let plan = plan(&rows, &self.set, None)?;
-        fill_from_plan(report, &state, &plan);
-        report.schema_valid = plan.is_clean();
-        Ok(())
+        self.inspect(report).await.map(|_| ())
     }
 
     async fn status_into(&self, report: &mut Report) -> Result<()> {
+        let rows = self.inspect(report).await?;
+        let plan = plan(&rows, &self.set, None)?;
+        report.migrations = Some(status_rows(&self.set, &rows, &plan));
+        Ok(())
+    }
+
+    /// Validate into `report`: history, plan, drift. Returns the history rows.
+    async fn inspect(&self, report: &mut Report) -> Result<Vec<HistoryRow>> {
         let (client, history) = self.open().await?;
-        let state = history.read(&client).await?;
+        let query = self.catalog_query();
+        let live = self.target.check_drift.then_some(&query);
+        let state = self
+            .read_with_retries(|| history.read(&client, live))
+            .await?;
         let rows = state.rows.clone().unwrap_or_default();
         let plan = plan(&rows, &self.set, None)?;
         fill_from_plan(report, &state, &plan);
-        report.schema_valid = plan.is_clean();
-        report.migrations = Some(status_rows(&self.set, &rows, &plan));
-        Ok(())
+        if let Some(drift) = self
+            .reference_drift(&client, &history, &state, &plan)
+            .await?
+        {
+            report.drift = items(&drift.items);
+        }
+        report.schema_valid = plan.is_clean() && report.drift.is_empty();
+        Ok(rows)
     }
 
     async fn apply_into(&self, report: &mut Report, options: &ApplyOptions) -> Result<()> {
         let target = self.target_version(options.target.as_deref())?;
         let (client, history) = self.open().await?;
+        let query = self.catalog_query();
         tracing::debug!("taking the migration lock");
-        let state = history.lock_and_read(&client).await?;
+        let live = self.target.check_drift.then_some(&query);
+        let state = self
+            .read_with_retries(|| history.lock_and_read(&client, live))
+            .await?;
         let rows = state.rows.clone().unwrap_or_default();
         let plan = plan(&rows, &self.set, target.as_ref())?;
         fill_from_plan(report, &state, &plan);
         report.schema_valid = plan.is_clean();
         plan.check_applicable()?;
+
+        // Someone changed the schema behind the migrations' back: running
+        // more migrations on top would hide it, so stop unless told.
+        let mut drift_accepted = false;
+        if let Some(drift) = self
+            .reference_drift(&client, &history, &state, &plan)
+            .await?
+        {
+            if !drift.items.is_empty() {
+                report.drift = items(&drift.items);
+                report.schema_valid = false;
+                if !options.allow_drift {
+                    return Err(drift_error(
+                        drift.reference,
+                        "schema drift before applying",
+                        &report.drift,
+                        "nothing was applied; undo the out-of-band change (slipway validate lists it), or rerun with --allow-drift to apply anyway and accept the live schema",
+                    ));
+                }
+                tracing::warn!(
+                    items = drift.items.len(),
+                    "schema drift allowed by --allow-drift; the live schema becomes the recorded one"
+                );
+                drift_accepted = true;
+            }
+        }
         if plan.pending.is_empty() {
             tracing::info!("nothing to apply");
+            // A database with history but no recorded snapshot (migrated by
+            // an older slipway) gets one now, once; so does accepted drift.
+            let record = state.rows.is_some()
+                && !options.dry_run
+                && (state.recorded.is_none() || drift_accepted);
+            if let (true, Some(live)) = (record, &state.catalog) {
+                history
+                    .store_snapshot(&client, live, &self.target.client)
+                    .await?;
+                report.schema_valid = plan.is_clean();
+            }
             return Ok(());
         }
         if let Some(m) = plan.pending.iter().find(|m| m.directives.no_transaction) {
@@ -185,29 +394,83 @@ impl Migrator {
             )));
         }
 
+        // Parsed before anything runs: a broken file is a config error,
+        // not a rolled-back migration.
+        let to_latest = plan.target.as_ref() == self.set.latest_version();
+        let expected = if to_latest && self.target.check_drift {
+            self.expected_snapshot()?
+        } else {
+            None
+        };
+
         let batch_options = BatchOptions {
             lock_timeout: self.settings.lock_timeout,
             statement_timeout: self.settings.statement_timeout,
             client: self.target.client.clone(),
-            dry_run: options.dry_run,
         };
-        let outcomes = self
+        let OpenBatch {
+            outcomes,
+            catalog: after,
+        } = self
             .run_with_retries(
                 &client,
                 &history,
                 &plan.pending,
                 state.rows.is_none(),
                 &batch_options,
+                &query,
             )
             .await?;
 
+        if let (Some(before), Some(after)) = (&state.catalog, &after) {
+            let same_database = DiffOptions {
+                same_database: true,
+            };
+            report.schema_changes = Some(
+                diff(before, after, same_database)
+                    .iter()
+                    .map(Difference::to_change)
+                    .collect(),
+            );
+        }
+        // What ships is what CI tested: the schema the migrations produced
+        // here, inside the still-open transaction, must be the one they
+        // produced in CI. A pre-existing object that a migration's
+        // IF NOT EXISTS skipped, or a hand-made change the migrations did
+        // not touch, shows up here — and nothing of it is committed.
+        if let (Some(expected), Some(after)) = (&expected, &after) {
+            let found = items(&diff(expected, after, DiffOptions::default()));
+            if !found.is_empty() {
+                for item in found {
+                    if !report.drift.contains(&item) {
+                        report.drift.push(item);
+                    }
+                }
+                report.schema_valid = false;
+                if !options.allow_drift {
+                    history.rollback(&client).await?;
+                    return Err(drift_error(
+                        EXPECTED_REFERENCE,
+                        "schema drift after the migrations",
+                        &report.drift,
+                        "rolled back, nothing was applied; fix the conflicting objects, regenerate the snapshot if the migrations changed (slipway snapshot), or rerun with --allow-drift",
+                    ));
+                }
+                tracing::warn!("schema drift from the expected snapshot allowed by --allow-drift");
+            }
+        }
+
         if options.dry_run {
+            history.rollback(&client).await?;
             tracing::info!(
                 migrations = outcomes.len(),
                 "dry run: all pending migrations ran and were rolled back"
             );
             return Ok(());
         }
+        history
+            .commit(&client, after.as_ref(), &self.target.client)
+            .await?;
         report.applied = plan
             .pending
             .iter()
@@ -246,15 +509,16 @@ impl Migrator {
         steps: &[&Migration],
         create_history: bool,
         options: &BatchOptions,
-    ) -> Result<Vec<crate::history::StepOutcome>> {
+        catalog: &CatalogQuery,
+    ) -> Result<OpenBatch> {
         let attempts = self.settings.lock_retries + 1;
         let mut backoff = self.settings.retry_backoff;
         for attempt in 1..=attempts {
             match history
-                .run_batch(client, steps, create_history, options)
+                .run_batch(client, steps, create_history, options, Some(catalog))
                 .await
             {
-                Ok(outcomes) => return Ok(outcomes),
+                Ok(open) => return Ok(open),
                 Err(BatchError::Failed(error)) => return Err(error),
                 Err(BatchError::LockTimeout(message)) if attempt < attempts => {
                     tracing::warn!(
@@ -273,6 +537,65 @@ impl Migrator {
         Err(Error::Internal(
             "retry loop ended without an outcome".into(),
         ))
+    }
+}
+
+/// Build the expected snapshot of `set`: apply every migration to a
+/// throw-away database created on the server of `server` (whose own
+/// database is used only to create and drop it), read the catalog of its
+/// managed schemas, drop the database. What `slipway snapshot` writes to
+/// `schema.snapshot.json`.
+pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Result<Snapshot> {
+    let admin = connect(&server.connect).await?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let name = format!("slipway_snapshot_{}_{stamp}", std::process::id());
+    crate::history::create_database(&admin, &name).await?;
+    let mut target = server.clone();
+    target.connect.config.dbname(&name);
+    // Without the old expected snapshot: the new one is what is being made.
+    let migrator = Migrator::new(
+        set.clone().without_expected_snapshot(),
+        target,
+        Settings::default(),
+    );
+    let built = async {
+        let mut report = Report::new("apply", false);
+        migrator
+            .apply_into(&mut report, &ApplyOptions::default())
+            .await?;
+        migrator.snapshot().await
+    }
+    .await;
+    let dropped = crate::history::drop_database(&admin, &name).await;
+    let snapshot = built?;
+    dropped?;
+    Ok(snapshot)
+}
+
+/// Report items of differences.
+fn items(differences: &[Difference]) -> Vec<DriftItem> {
+    differences.iter().map(Difference::to_item).collect()
+}
+
+fn drift_error(reference: &str, context: &str, items: &[DriftItem], next: &str) -> Error {
+    let mut summary = items
+        .iter()
+        .take(3)
+        .map(|d| format!("{} {}", d.kind, d.object))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > 3 {
+        summary.push_str(", ...");
+    }
+    Error::Drift {
+        reference: reference.to_owned(),
+        context: context.to_owned(),
+        count: items.len(),
+        summary,
+        next: next.to_owned(),
     }
 }
 

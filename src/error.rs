@@ -26,6 +26,7 @@ pub enum ErrorCode {
     ChecksumMismatch,
     UnknownVersion,
     DuplicateVersion,
+    Drift,
     Internal,
 }
 
@@ -44,6 +45,7 @@ impl ErrorCode {
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
             ErrorCode::UnknownVersion => "unknown_version",
             ErrorCode::DuplicateVersion => "duplicate_version",
+            ErrorCode::Drift => "drift",
             ErrorCode::Internal => "internal",
         }
     }
@@ -121,6 +123,21 @@ pub enum Error {
         second: String,
     },
 
+    /// The schema differs from the reference snapshot; the report's `drift`
+    /// lists every item.
+    #[error("{context}: {count} difference(s) from {reference} ({summary}); {next}")]
+    Drift {
+        /// What was compared: `the snapshot recorded by the last apply`, ...
+        reference: String,
+        /// When it was found, e.g. `the schema after the migrations`.
+        context: String,
+        count: usize,
+        /// The first few items, `kind object`.
+        summary: String,
+        /// What happened and what to do next.
+        next: String,
+    },
+
     #[error("database error while {context}: {message}")]
     Database { context: String, message: String },
 
@@ -146,6 +163,7 @@ impl Error {
             Error::ChecksumMismatch(_) => ErrorCode::ChecksumMismatch,
             Error::UnknownVersion(_) => ErrorCode::UnknownVersion,
             Error::DuplicateVersion { .. } => ErrorCode::DuplicateVersion,
+            Error::Drift { .. } => ErrorCode::Drift,
             Error::Database { .. } | Error::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -167,6 +185,9 @@ impl Error {
             Error::ChecksumMismatch(files) => serde_json::json!({ "files": files }),
             Error::UnknownVersion(versions) => serde_json::json!({ "versions": versions }),
             Error::LockTimeout { attempts, .. } => serde_json::json!({ "attempts": attempts }),
+            Error::Drift {
+                reference, count, ..
+            } => serde_json::json!({ "reference": reference, "count": count }),
             _ => serde_json::Value::Null,
         }
     }
@@ -238,6 +259,16 @@ mod tests {
                     second: "0001_b.sql".into(),
                 },
                 "duplicate_version",
+            ),
+            (
+                Error::Drift {
+                    reference: "x".into(),
+                    context: "x".into(),
+                    count: 1,
+                    summary: "extra_table public.t".into(),
+                    next: "x".into(),
+                },
+                "drift",
             ),
             (
                 Error::Database {

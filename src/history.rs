@@ -4,9 +4,15 @@
 //!
 //! Round trips are the cost that dominates a migration run, so the batch is
 //! one simple-query message: `BEGIN`, the timeouts, each migration followed by
-//! its history row; then `COMMIT` alone. The server executes it statement by statement;
+//! its history row; then, in a message of its own, `COMMIT` (with the schema
+//! snapshot rows). The server executes it statement by statement;
 //! the client reads the stream of completions to know how far it got when a
 //! statement fails (psql, by contrast, sends each statement separately).
+//!
+//! The catalog queries of [`crate::catalog`] ride along in the same messages:
+//! after the history read (validate, the lock) and at the end of the batch,
+//! so the drift check adds no round trip. The snapshot taken at the end of
+//! the batch is stored in `<schema>.schema_snapshot` with the `COMMIT`.
 
 use std::time::Duration;
 
@@ -14,6 +20,7 @@ use futures_util::StreamExt;
 use tokio_postgres::error::{DbError, ErrorPosition, SqlState};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::catalog::{self, CatalogQuery, Snapshot};
 use crate::error::{Error, MigrationFailure, Result};
 use crate::migrations::Migration;
 use crate::plan::HistoryRow;
@@ -27,6 +34,10 @@ const HISTORY_COLUMNS: &str = "id, version, description, kind, script, checksum,
 const STEP_MARKER: &str = "slipway_step";
 /// Marker column of the statement that opens a batch.
 const BEGIN_MARKER: &str = "slipway_begin";
+/// Marker column of the database name in a history read.
+const DATABASE_MARKER: &str = "slipway_database";
+/// Marker column of the recorded snapshot's fingerprint in a history read.
+const RECORDED_MARKER: &str = "slipway_recorded";
 
 /// The history table of one target database.
 #[derive(Debug, Clone)]
@@ -41,6 +52,30 @@ pub struct HistoryState {
     pub database: String,
     /// `None` when the history table does not exist yet.
     pub rows: Option<Vec<HistoryRow>>,
+    /// The live catalog, when the read asked for it.
+    pub catalog: Option<Snapshot>,
+    /// The snapshot the last apply stored; `None` before the first apply of
+    /// a slipway that records snapshots.
+    pub recorded: Option<RecordedSnapshot>,
+}
+
+/// Identity of the stored snapshot; the snapshot itself is read only when
+/// the fingerprints differ ([`History::read_recorded_snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedSnapshot {
+    /// [`catalog::FORMAT`] of the slipway that stored it.
+    pub format: u32,
+    pub fingerprint: String,
+}
+
+/// A batch whose migrations all ran, in a transaction still open: the
+/// caller commits it with [`History::commit`] or ends it with
+/// [`History::rollback`]. Dropping the client instead rolls it back too.
+#[derive(Debug)]
+pub struct OpenBatch {
+    pub outcomes: Vec<StepOutcome>,
+    /// The catalog after the migrations, inside the transaction.
+    pub catalog: Option<Snapshot>,
 }
 
 /// Timeouts and identity applied to a batch.
@@ -52,8 +87,6 @@ pub struct BatchOptions {
     pub statement_timeout: Duration,
     /// Stored in `history.client`, e.g. `cli:buildhost` or `lambda:migrate-prod`.
     pub client: String,
-    /// Roll back instead of committing.
-    pub dry_run: bool,
 }
 
 /// One migration that ran in a batch.
@@ -111,10 +144,15 @@ impl History {
         )
     }
 
-    /// Read the history without locking or writing anything (validate, status).
-    pub async fn read(&self, client: &Client) -> Result<HistoryState> {
-        let query = format!("SELECT current_database(); {}", self.select_history());
-        self.read_with(client, &query).await
+    /// Read the history — and the live catalog when `catalog` is given —
+    /// without locking or writing anything (validate, status).
+    pub async fn read(
+        &self,
+        client: &Client,
+        catalog: Option<&CatalogQuery>,
+    ) -> Result<HistoryState> {
+        let first = format!("SELECT current_database() AS {DATABASE_MARKER}");
+        self.read_with(client, &first, catalog).await
     }
 
     /// Take the session advisory lock, then read the history.
@@ -126,55 +164,217 @@ impl History {
     /// (<https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>).
     /// Concurrent runs wait here, then read the history the winner wrote and
     /// find nothing to do.
-    pub async fn lock_and_read(&self, client: &Client) -> Result<HistoryState> {
-        let query = format!(
-            "SELECT current_database(), pg_advisory_lock({}); {}",
-            self.lock_key(),
-            self.select_history()
+    pub async fn lock_and_read(
+        &self,
+        client: &Client,
+        catalog: Option<&CatalogQuery>,
+    ) -> Result<HistoryState> {
+        let first = format!(
+            "SELECT current_database() AS {DATABASE_MARKER}, pg_advisory_lock({})",
+            self.lock_key()
         );
-        self.read_with(client, &query).await
+        self.read_with(client, &first, catalog).await
     }
 
-    async fn read_with(&self, client: &Client, query: &str) -> Result<HistoryState> {
-        match client.simple_query(query).await {
-            Ok(messages) => {
-                let mut database = String::new();
-                let mut rows = Vec::new();
-                for message in messages {
-                    if let SimpleQueryMessage::Row(row) = message {
-                        if row.len() == 10 {
-                            rows.push(history_row(&row)?);
-                        } else {
-                            database = row.get(0).unwrap_or_default().to_owned();
+    /// One message: `first` (the database name, maybe the lock), the
+    /// catalog queries, the history, the recorded snapshot's fingerprint.
+    ///
+    /// The two tables that may be missing come last, so whatever precedes a
+    /// missing table has already been answered: on a new database the
+    /// history read fails (nothing applied yet), on a database last migrated
+    /// by a slipway that did not record snapshots the last statement fails
+    /// (nothing recorded yet). Both are states, not errors.
+    async fn read_with(
+        &self,
+        client: &Client,
+        first: &str,
+        catalog: Option<&CatalogQuery>,
+    ) -> Result<HistoryState> {
+        let mut query = format!("{first};\n");
+        let mut statements = 1;
+        if let Some(catalog) = catalog {
+            query.push_str(&catalog.sql());
+            statements += 1 + catalog::QUERY_COUNT;
+        }
+        let history_statement = statements;
+        query.push_str(&self.select_history());
+        query.push_str(&format!(
+            ";\nSELECT format AS {RECORDED_MARKER}, fingerprint FROM {}.schema_snapshot ORDER BY id DESC LIMIT 1",
+            self.quoted_schema
+        ));
+        let recorded_statement = history_statement + 1;
+
+        let mut database = String::new();
+        let mut rows = Some(Vec::new());
+        let mut recorded = None;
+        let mut collector = catalog.map(CatalogQuery::collector);
+        let mut completed = 0;
+        let stream = client
+            .simple_query_raw(&query)
+            .await
+            .map_err(|e| database_error("reading the migration history", &e))?;
+        futures_util::pin_mut!(stream);
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(SimpleQueryMessage::Row(row)) => match row.columns().first().map(|c| c.name()) {
+                    Some(DATABASE_MARKER) => {
+                        database = row.get(0).unwrap_or_default().to_owned();
+                    }
+                    Some(catalog::CATALOG_MARKER) => {
+                        if let Some(collector) = collector.as_mut() {
+                            collector.accept(&row)?;
                         }
                     }
+                    Some(RECORDED_MARKER) => {
+                        recorded = Some(RecordedSnapshot {
+                            format: row.get(0).and_then(|f| f.parse().ok()).unwrap_or(0),
+                            fingerprint: row.get(1).unwrap_or_default().to_owned(),
+                        });
+                    }
+                    _ if row.len() == 10 => {
+                        if let Some(rows) = rows.as_mut() {
+                            rows.push(history_row(&row)?);
+                        }
+                    }
+                    _ => {}
+                },
+                Ok(SimpleQueryMessage::CommandComplete(_)) => completed += 1,
+                Ok(_) => {}
+                Err(e) if is_missing_history(&e) && completed == history_statement => {
+                    rows = None;
+                    break;
                 }
-                Ok(HistoryState {
-                    database,
-                    rows: Some(rows),
-                })
+                Err(e) if is_missing_history(&e) && completed == recorded_statement => break,
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                    // The catalog read waited for a table another session
+                    // holds; the caller may retry.
+                    return Err(Error::LockTimeout {
+                        attempts: 1,
+                        message: e
+                            .as_db_error()
+                            .map_or_else(|| e.to_string(), |db| db.message().to_owned()),
+                    });
+                }
+                Err(e) => return Err(database_error("reading the migration history", &e)),
             }
-            Err(e) if is_missing_history(&e) => {
-                // The first statement (and the lock, which survives the
-                // implicit transaction's rollback) completed before the
-                // history table was found missing.
-                let database = client
-                    .simple_query("SELECT current_database()")
-                    .await
-                    .map_err(|e| database_error("reading the database name", &e))?
-                    .into_iter()
-                    .find_map(|m| match m {
-                        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                Ok(HistoryState {
-                    database,
-                    rows: None,
-                })
-            }
-            Err(e) => Err(database_error("reading the migration history", &e)),
         }
+        let catalog = collector.map(catalog::Collector::finish).transpose()?;
+        Ok(HistoryState {
+            database,
+            rows,
+            catalog,
+            recorded,
+        })
+    }
+
+    /// The snapshot the last apply stored (a second round trip, taken only
+    /// when its fingerprint differs from the live catalog's).
+    pub async fn read_recorded_snapshot(&self, client: &Client) -> Result<Option<Snapshot>> {
+        let query = format!(
+            "SELECT snapshot::text FROM {}.schema_snapshot ORDER BY id DESC LIMIT 1",
+            self.quoted_schema
+        );
+        let messages = client
+            .simple_query(&query)
+            .await
+            .map_err(|e| database_error("reading the recorded schema snapshot", &e))?;
+        let text = messages.into_iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        });
+        text.map(|text| {
+            Snapshot::from_json(&text, "the recorded schema snapshot").map_err(|e| {
+                Error::Internal(format!(
+                    "{e} (stored in {}.schema_snapshot)",
+                    self.quoted_schema
+                ))
+            })
+        })
+        .transpose()
+    }
+
+    /// Statements replacing the stored snapshot with `snapshot`, creating
+    /// the table first when a database migrated by an older slipway lacks it;
+    /// with `fill_history`, also the fingerprint of the last history row
+    /// (the state after the batch that just ran).
+    ///
+    /// Only the latest snapshot is kept: each can be megabytes on a big
+    /// schema, and `history.catalog_fingerprint` keeps the trail.
+    fn store_sql(&self, snapshot: &Snapshot, client: &str, fill_history: bool) -> String {
+        let s = &self.quoted_schema;
+        let fingerprint = snapshot.fingerprint();
+        let mut sql = format!(
+            "CREATE TABLE IF NOT EXISTS {s}.schema_snapshot (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    history_id bigint,
+    format integer NOT NULL,
+    fingerprint text NOT NULL,
+    snapshot json NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    client text NOT NULL
+);
+COMMENT ON TABLE {s}.schema_snapshot IS 'slipway: the schema after the last apply, for drift checks; do not edit by hand';
+DELETE FROM {s}.schema_snapshot;
+INSERT INTO {s}.schema_snapshot (history_id, format, fingerprint, snapshot, client)
+    SELECT max(id), {format}, '{fingerprint}', {json}, {client} FROM {s}.history;
+",
+            format = snapshot.format,
+            json = quote_literal(&snapshot.canonical_json()),
+            client = quote_literal(client),
+        );
+        if fill_history {
+            sql.push_str(&format!(
+                "UPDATE {s}.history SET catalog_fingerprint = '{fingerprint}' \
+                 WHERE id = (SELECT max(id) FROM {s}.history);\n"
+            ));
+        }
+        sql
+    }
+
+    /// Store `snapshot` as the database's recorded one, outside a batch
+    /// (a database whose history predates snapshots, or whose drift an
+    /// operator accepted with `--allow-drift`). One message, so one
+    /// implicit transaction.
+    pub async fn store_snapshot(
+        &self,
+        client: &Client,
+        snapshot: &Snapshot,
+        who: &str,
+    ) -> Result<()> {
+        client
+            .simple_query(&self.store_sql(snapshot, who, false))
+            .await
+            .map(|_| ())
+            .map_err(|e| database_error("storing the schema snapshot", &e))
+    }
+
+    /// Commit an [`OpenBatch`], storing `snapshot` with it.
+    ///
+    /// The snapshot rows and `COMMIT` travel in one message: unlike the
+    /// batch, whose end must wait for the client to see every step succeed,
+    /// everything here is already decided. If a statement fails, the server
+    /// skips the rest of the message, `COMMIT` included, and the rollback
+    /// sent after it discards the batch.
+    pub async fn commit(
+        &self,
+        client: &Client,
+        snapshot: Option<&Snapshot>,
+        who: &str,
+    ) -> Result<()> {
+        let mut sql = snapshot.map_or_else(String::new, |s| self.store_sql(s, who, true));
+        sql.push_str("COMMIT");
+        match client.simple_query(&sql).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let _ = rollback(client).await;
+                Err(database_error("committing the migrations", &e))
+            }
+        }
+    }
+
+    /// End an [`OpenBatch`] without keeping anything.
+    pub async fn rollback(&self, client: &Client) -> Result<()> {
+        rollback(client).await
     }
 
     /// Statements creating the history schema and table if missing.
@@ -206,38 +406,55 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
     /// Everything commits or nothing does: a failing statement aborts the
     /// transaction, and the `ROLLBACK` sent afterwards (or the session's end,
     /// if the process dies) discards every step of the batch.
+    ///
+    /// On success the transaction stays open, the catalog after the
+    /// migrations read inside it (when `catalog` is given): the caller
+    /// compares it with the expected snapshot and then commits or rolls back.
+    /// `COMMIT` is never part of the batch message: inside it the server
+    /// would run it even after this process was killed (it notices a dead
+    /// client only when it next reads), so a killed apply would still commit.
     pub async fn run_batch(
         &self,
         client: &Client,
         steps: &[&Migration],
         create_history: bool,
         options: &BatchOptions,
-    ) -> std::result::Result<Vec<StepOutcome>, BatchError> {
-        let batch = self.batch_sql(steps, create_history, options);
+        catalog: Option<&CatalogQuery>,
+    ) -> std::result::Result<OpenBatch, BatchError> {
+        let batch = self.batch_sql(steps, create_history, options, catalog);
         let result = execute_batch(client, &batch).await;
         match result {
-            Ok(outcomes) if outcomes.len() == steps.len() => {
-                // COMMIT is sent alone, once the client has seen every step
-                // succeed: inside the batch message the server would run it
-                // even after this process was killed (it notices a dead
-                // client only when it next reads), so a killed apply would
-                // still commit. Costs one round trip.
-                let end = if options.dry_run {
-                    rollback(client).await
-                } else {
-                    commit(client).await
+            Ok((outcomes, catalog_rows)) if outcomes.len() == steps.len() => {
+                let snapshot = match catalog {
+                    Some(query) => {
+                        let mut collector = query.collector();
+                        let collected = catalog_rows
+                            .iter()
+                            .try_for_each(|(class, json)| collector.accept_text(class, json))
+                            .and_then(|()| collector.finish());
+                        match collected {
+                            Ok(snapshot) => Some(snapshot),
+                            Err(error) => {
+                                let _ = rollback(client).await;
+                                return Err(BatchError::Failed(error));
+                            }
+                        }
+                    }
+                    None => None,
                 };
-                end.map_err(BatchError::Failed)?;
-                Ok(outcomes
-                    .into_iter()
-                    .zip(steps)
-                    .map(|(outcome, step)| StepOutcome {
-                        script: step.script.clone(),
-                        ..outcome
-                    })
-                    .collect())
+                Ok(OpenBatch {
+                    outcomes: outcomes
+                        .into_iter()
+                        .zip(steps)
+                        .map(|(outcome, step)| StepOutcome {
+                            script: step.script.clone(),
+                            ..outcome
+                        })
+                        .collect(),
+                    catalog: snapshot,
+                })
             }
-            Ok(outcomes) => {
+            Ok((outcomes, _)) => {
                 let _ = rollback(client).await;
                 Err(BatchError::Failed(Error::Internal(format!(
                     "the batch reported {} of {} steps; rolled back",
@@ -285,7 +502,11 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
         };
         let index = by_position.unwrap_or(progress.completed_steps);
         let Some(step) = steps.get(index) else {
-            return BatchError::Failed(database_error("committing the migrations", &error));
+            // After the last step only the catalog queries run.
+            return BatchError::Failed(database_error(
+                "reading the schema after the migrations",
+                &error,
+            ));
         };
         if by_position.is_none() && !progress.inside_step {
             return BatchError::Failed(database_error(
@@ -311,6 +532,7 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
         steps: &[&Migration],
         create_history: bool,
         options: &BatchOptions,
+        catalog: Option<&CatalogQuery>,
     ) -> Batch {
         let mut sql =
             String::with_capacity(steps.iter().map(|s| s.sql.len() + 400).sum::<usize>() + 1500);
@@ -365,6 +587,9 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             chars += tail.chars().count();
             sql.push_str(&tail);
         }
+        if let Some(catalog) = catalog {
+            sql.push_str(&catalog.sql());
+        }
         Batch { sql, step_ranges }
     }
 }
@@ -383,12 +608,17 @@ struct Progress {
     statements_in_step: usize,
 }
 
+/// The outcomes of the steps, and the `(class, json)` answers of the
+/// catalog queries at the end.
+type BatchAnswer = (Vec<StepOutcome>, Vec<(String, String)>);
+
 async fn execute_batch(
     client: &Client,
     batch: &Batch,
-) -> std::result::Result<Vec<StepOutcome>, (Progress, tokio_postgres::Error)> {
+) -> std::result::Result<BatchAnswer, (Progress, tokio_postgres::Error)> {
     let mut progress = Progress::default();
     let mut outcomes = Vec::new();
+    let mut catalog_rows = Vec::new();
     let mut marker_pending = false;
     let stream = match client.simple_query_raw(&batch.sql).await {
         Ok(stream) => stream,
@@ -411,6 +641,10 @@ async fn execute_batch(
                     });
                     progress.completed_steps += 1;
                 }
+                Some(catalog::CATALOG_MARKER) => catalog_rows.push((
+                    row.get(0).unwrap_or_default().to_owned(),
+                    row.get(1).unwrap_or("[]").to_owned(),
+                )),
                 _ => {}
             },
             Ok(SimpleQueryMessage::CommandComplete(_)) => {
@@ -425,7 +659,7 @@ async fn execute_batch(
             Err(e) => return Err((progress, e)),
         }
     }
-    Ok(outcomes)
+    Ok((outcomes, catalog_rows))
 }
 
 /// The 1-based line of `sql` where the failing statement starts: from the
@@ -440,14 +674,6 @@ fn line_of_error(db: &DbError, sql: &str, step_start: usize, completed: usize) -
         }
     }
     statement_lines(sql).get(completed).copied()
-}
-
-async fn commit(client: &Client) -> Result<()> {
-    client
-        .simple_query("COMMIT")
-        .await
-        .map(|_| ())
-        .map_err(|e| database_error("committing the migrations", &e))
 }
 
 async fn rollback(client: &Client) -> Result<()> {
@@ -485,6 +711,29 @@ fn history_row(row: &tokio_postgres::SimpleQueryRow) -> Result<HistoryRow> {
         client: text(8),
         execution_ms: number(9)?,
     })
+}
+
+/// Create the throw-away database `name` that `slipway snapshot` applies
+/// the migrations to.
+pub async fn create_database(client: &Client, name: &str) -> Result<()> {
+    client
+        .simple_query(&format!("CREATE DATABASE {}", quote_identifier(name)))
+        .await
+        .map(|_| ())
+        .map_err(|e| database_error(&format!("creating the scratch database {name}"), &e))
+}
+
+/// Drop the throw-away database `name`; `FORCE` (PostgreSQL 13+) because the
+/// connections that migrated it may not have closed on the server yet.
+pub async fn drop_database(client: &Client, name: &str) -> Result<()> {
+    client
+        .simple_query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_identifier(name)
+        ))
+        .await
+        .map(|_| ())
+        .map_err(|e| database_error(&format!("dropping the scratch database {name}"), &e))
 }
 
 /// A database error from slipway's own statements, with its context.

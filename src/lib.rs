@@ -3,7 +3,9 @@
 //! The library holds all behaviour; the `slipway` CLI and the Lambda function
 //! are thin adapters over [`Migrator`]. See ARCHITECTURE.md for the code map.
 
+pub mod catalog;
 pub mod connect;
+pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod history;
@@ -11,7 +13,9 @@ pub mod local;
 pub mod migrations;
 pub mod plan;
 pub mod report;
+pub mod secret;
 pub mod statements;
+pub mod tls;
 
 pub use connect::ConnectOptions;
 pub use engine::{ApplyOptions, Migrator, Settings, Target};

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use slipway::catalog::Snapshot;
 use slipway::local::LocalCluster;
+use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
+use slipway::secret::{aws_config, SecretSource, DEFAULT_SECRET_TTL};
+use slipway::tls::{SslMode, TlsOptions};
 use slipway::{
     ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, Settings, Target,
 };
@@ -31,6 +35,14 @@ struct Cli {
     /// Secrets Manager secret (RDS JSON) with the credentials [env: DB_SECRET_ARN]
     #[arg(long, global = true, value_name = "ARN")]
     secret_id: Option<String>,
+
+    /// TLS to the database: disable, require, verify-full [default: require, disable on loopback]
+    #[arg(long, global = true, value_name = "MODE", env = "DB_SSLMODE")]
+    sslmode: Option<SslMode>,
+
+    /// PEM file of the CAs that verify-full trusts, e.g. the RDS global bundle
+    #[arg(long, global = true, value_name = "FILE", env = "DB_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
 
     /// Use slipway's own throw-away PostgreSQL under .slipway/local/ (started if needed)
     #[arg(long, global = true)]
@@ -55,6 +67,14 @@ struct Cli {
     /// apply: stop at this version (e.g. 0004) instead of the latest
     #[arg(long, global = true, value_name = "VERSION")]
     to: Option<String>,
+
+    /// apply: go ahead although the schema drifted from the recorded or expected snapshot (the live schema becomes the recorded one)
+    #[arg(long, global = true)]
+    allow_drift: bool,
+
+    /// Skip comparing the schema with the recorded and expected snapshots (an apply still records the schema it leaves)
+    #[arg(long, global = true)]
+    no_drift_check: bool,
 
     /// Schema of slipway's history table
     #[arg(long, global = true, value_name = "SCHEMA", default_value = "slipway")]
@@ -95,6 +115,20 @@ enum Command {
     Apply,
     /// Every migration and its state
     Status,
+    /// Write the schema the migrations produce (applied to a throw-away database) to schema.snapshot.json
+    ///
+    /// The database is created and dropped on slipway's own PostgreSQL (as
+    /// for --local), or on the server of --database-url (PostgreSQL 13+,
+    /// CREATEDB needed). Commit the file: apply then checks that the schema
+    /// it produces is this one.
+    Snapshot {
+        /// Where to write it [default: <migrations>/schema.snapshot.json]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Only compare with the file; exit 1 when it is stale
+        #[arg(long)]
+        check: bool,
+    },
     /// Manage the throw-away PostgreSQL of --local
     Local {
         #[command(subcommand)]
@@ -129,6 +163,9 @@ fn main() -> ExitCode {
         Some(Command::Apply) => "apply",
         None if cli.dry_run => "apply",
         Some(Command::Local { command }) => return runtime.block_on(local_command(&cli, command)),
+        Some(Command::Snapshot { out, check }) => {
+            return runtime.block_on(snapshot_command(&cli, out.as_deref(), *check))
+        }
         None => {
             eprintln!("slipway: say what to do: validate, apply, status (see slipway --help)");
             return ExitCode::from(2);
@@ -156,6 +193,7 @@ async fn run(cli: &Cli, action: &str) -> Report {
             let options = ApplyOptions {
                 dry_run,
                 target: cli.to.clone(),
+                allow_drift: cli.allow_drift,
             };
             migrator.apply(&options).await
         }
@@ -166,8 +204,13 @@ async fn migrator(cli: &Cli) -> Result<Migrator, Error> {
     let set = MigrationSet::from_dir(&cli.migrations)?;
     let mut connect = connection(cli).await?;
     connect.connect_timeout = cli.connect_timeout;
+    connect.tls = TlsOptions {
+        mode: cli.sslmode,
+        ca_bundle: cli.ca_bundle.clone(),
+    };
     let mut target = Target::new(connect, format!("cli:{}", host_name()));
     target.history_schema = cli.history_schema.clone();
+    target.check_drift = !cli.no_drift_check;
     let settings = Settings {
         lock_timeout: cli.lock_timeout,
         statement_timeout: cli.statement_timeout,
@@ -206,10 +249,10 @@ async fn connection(cli: &Cli) -> Result<ConnectOptions, Error> {
             .ok()
             .filter(|s| !s.is_empty())
     });
-    if secret.is_some() {
-        return Err(Error::Config(
-            "reading credentials from Secrets Manager (--secret-id / DB_SECRET_ARN) is not available in this build yet; use --database-url or --local".into(),
-        ));
+    if let Some(secret_id) = secret {
+        // The Lambda's code (src/secret.rs); one run, so the cache never serves twice.
+        let source = SecretSource::new(&aws_config().await, secret_id, DEFAULT_SECRET_TTL);
+        return Ok(ConnectOptions::new(source.get().await?.config()));
     }
     Err(Error::Config(
         "no database given; use one of: --database-url URL (or DATABASE_URL), --secret-id ARN (or DB_SECRET_ARN), --local (slipway's own throw-away PostgreSQL)".into(),
@@ -264,6 +307,62 @@ async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `slipway snapshot`: write the expected snapshot, or with `--check` say
+/// whether the committed one is stale (exit 1).
+async fn snapshot_command(cli: &Cli, out: Option<&Path>, check: bool) -> ExitCode {
+    let path = out.map_or_else(
+        || cli.migrations.join(EXPECTED_SNAPSHOT_FILE),
+        Path::to_path_buf,
+    );
+    let outcome = match build_snapshot(cli).await {
+        Ok(snapshot) if check => {
+            let text = snapshot.to_pretty_json();
+            if std::fs::read_to_string(&path).is_ok_and(|current| current == text) {
+                println!("{} is up to date", path.display());
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "slipway: {} is stale: the migrations produce another schema; refresh it with `slipway snapshot --out {}` and commit it",
+                path.display(),
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+        Ok(snapshot) => std::fs::write(&path, snapshot.to_pretty_json())
+            .map(|()| {
+                println!(
+                    "wrote {}: {} table(s), fingerprint {}",
+                    path.display(),
+                    snapshot.table_count(),
+                    snapshot.fingerprint()
+                )
+            })
+            .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display()))),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slipway: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Only an explicit --database-url moves the scratch database off the
+/// embedded server: a DATABASE_URL left in the environment may be production.
+async fn build_snapshot(cli: &Cli) -> Result<Snapshot, Error> {
+    let set = MigrationSet::from_dir(&cli.migrations)?;
+    let mut server = match &cli.database_url {
+        Some(url) => ConnectOptions::from_url(url)?,
+        None => ConnectOptions::new(start_local().await?.config("postgres")),
+    };
+    server.connect_timeout = cli.connect_timeout;
+    let mut target = Target::new(server, format!("cli:{}", host_name()));
+    target.history_schema = cli.history_schema.clone();
+    slipway::engine::build_expected_snapshot(&set, &target).await
 }
 
 fn host_name() -> String {

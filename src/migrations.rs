@@ -122,11 +122,17 @@ pub struct RollbackScript {
     pub checksum: String,
 }
 
+/// The committed expected snapshot beside the migrations
+/// (`slipway snapshot` writes it; apply checks the schema against it).
+pub const EXPECTED_SNAPSHOT_FILE: &str = "schema.snapshot.json";
+
 /// All migrations of one project, validated and ordered.
 #[derive(Debug, Clone, Default)]
 pub struct MigrationSet {
     versioned: Vec<Migration>,
     repeatable: Vec<Migration>,
+    /// Text of [`EXPECTED_SNAPSHOT_FILE`], when the set has one.
+    expected_snapshot: Option<String>,
 }
 
 /// One file handed to [`MigrationSet::from_files`]: its path relative to the
@@ -187,7 +193,9 @@ impl MigrationSet {
                         });
                     }
                 }
-            } else if file_type.is_file() && name.ends_with(".sql") {
+            } else if file_type.is_file()
+                && (name.ends_with(".sql") || name == EXPECTED_SNAPSHOT_FILE)
+            {
                 let contents = std::fs::read(&path).map_err(|e| read_err(&path, e))?;
                 files.push(SourceFile {
                     path: name,
@@ -211,12 +219,22 @@ impl MigrationSet {
         let mut versioned: BTreeMap<Version, Migration> = BTreeMap::new();
         let mut rollbacks: Vec<(Version, String, RollbackScript)> = Vec::new();
         let mut repeatable = Vec::new();
+        let mut expected_snapshot = None;
 
         for file in files {
             let invalid = |reason: &str| Error::InvalidMigrationFile {
                 file: PathBuf::from(&file.path),
                 reason: reason.to_owned(),
             };
+            if file.path == EXPECTED_SNAPSHOT_FILE {
+                let text = std::str::from_utf8(&file.contents).map_err(|e| {
+                    invalid(&format!(
+                        "not valid UTF-8 ({e}); regenerate it with `slipway snapshot`"
+                    ))
+                })?;
+                expected_snapshot = Some(text.to_owned());
+                continue;
+            }
             let sql = std::str::from_utf8(&file.contents)
                 .map_err(|e| invalid(&format!("not valid UTF-8 ({e}); save it as UTF-8")))?
                 .to_owned();
@@ -311,7 +329,19 @@ impl MigrationSet {
         Ok(MigrationSet {
             versioned: versioned.into_values().collect(),
             repeatable,
+            expected_snapshot,
         })
+    }
+
+    /// The text of the committed expected snapshot, when there is one.
+    pub fn expected_snapshot(&self) -> Option<&str> {
+        self.expected_snapshot.as_deref()
+    }
+
+    /// The same set without its expected snapshot (to build a new one).
+    pub fn without_expected_snapshot(mut self) -> MigrationSet {
+        self.expected_snapshot = None;
+        self
     }
 
     /// Versioned migrations in version order.
@@ -345,7 +375,7 @@ impl MigrationSet {
 fn collect_embedded(dir: &include_dir::Dir<'static>, files: &mut Vec<SourceFile<'static>>) {
     for file in dir.files() {
         let path = file.path().to_string_lossy().replace('\\', "/");
-        if path.ends_with(".sql") {
+        if path.ends_with(".sql") || path == EXPECTED_SNAPSHOT_FILE {
             files.push(SourceFile {
                 path,
                 contents: std::borrow::Cow::Borrowed(file.contents()),

@@ -31,6 +31,11 @@ pub struct Report {
     /// Every known migration and its state (`status` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migrations: Option<Vec<MigrationStatus>>,
+    /// What the migrations of an apply changed in the schema, from the
+    /// catalog before and after them (`apply`, including a dry run, when
+    /// something ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_changes: Option<Vec<SchemaChange>>,
 }
 
 /// A migration that has not run yet (or, for a dry run, ran and was rolled back).
@@ -57,6 +62,21 @@ pub struct DriftItem {
     pub object: String,
     pub expected: Option<String>,
     pub actual: Option<String>,
+}
+
+/// One change an apply made (or, for a dry run, would make) to the schema.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SchemaChange {
+    /// `create`, `drop` or `alter`.
+    pub change: String,
+    /// `table`, `view`, `column`, `constraint`, `index`, `trigger`,
+    /// `function`, `sequence`, `type` or `extension`.
+    pub object_type: String,
+    pub object: String,
+    /// For `alter`: `type`, `nullability`, `default`, `owner`, `grants` or `definition`.
+    pub aspect: Option<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
 }
 
 /// An applied migration whose file changed since it ran.
@@ -125,6 +145,7 @@ impl Report {
             duration_ms: 0,
             error: None,
             migrations: None,
+            schema_changes: None,
         }
     }
 
@@ -267,18 +288,34 @@ impl Report {
                 let _ = writeln!(out, "  {}  {}", u.version, u.description);
             }
         }
+        // A dry run is asked for to see them; after a real apply they are
+        // in the JSON report only, not to bury the summary under a
+        // thousand-table first deploy.
+        if let Some(changes) = self
+            .schema_changes
+            .as_ref()
+            .filter(|c| self.dry_run && !c.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "\n{}",
+                paint("36", "schema changes (made, then rolled back):")
+            );
+            out.push_str(&crate::drift::render_changes(changes, color));
+        }
         if !self.drift.is_empty() {
-            let _ = writeln!(out, "\n{}", paint("31", "schema drift:"));
-            for d in &self.drift {
-                let _ = writeln!(
-                    out,
-                    "  {} {}: expected {}, found {}",
-                    d.kind,
-                    d.object,
-                    d.expected.as_deref().unwrap_or("nothing"),
-                    d.actual.as_deref().unwrap_or("nothing")
-                );
-            }
+            let _ = writeln!(
+                out,
+                "\n{}",
+                paint(
+                    "31",
+                    &format!(
+                        "schema drift ({} difference(s); - expected but missing, + not expected, ~ expected → found):",
+                        self.drift.len()
+                    )
+                )
+            );
+            out.push_str(&crate::drift::render_drift(&self.drift, color));
         }
 
         if !out.is_empty() {
@@ -315,6 +352,10 @@ impl Report {
                         &format!("applied {} migration(s)", self.applied.len()),
                     ),
                     (_, true) => paint("32", "schema valid"),
+                    (_, false) if !self.drift.is_empty() => paint(
+                        "33",
+                        "schema not valid: the schema drifted (above); `slipway apply` refuses until it is fixed, or runs with --allow-drift",
+                    ),
                     (_, false) => paint("33", "schema not valid: run `slipway apply`"),
                 };
                 let _ = writeln!(out, "{verdict}");

@@ -1,0 +1,382 @@
+//! What the function is asked to do: a direct event
+//! `{"action":..., "dry_run":bool, "to":"0005"}` (DESIGN.md, "Interfaces") or a
+//! CodePipeline job whose user parameters carry the same request.
+//!
+//! Parsing is strict on purpose. An unknown action, a field of the wrong type
+//! or an unknown field (`"dryrun":true`, a typo that would otherwise apply for
+//! real) is a `bad_request`: the function never falls back to a default
+//! action. Pure functions of the JSON, unit-tested here.
+
+use serde::Deserialize;
+use serde_json::Value;
+use slipway::Error;
+
+/// The actions of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Validate,
+    Apply,
+    Rollback,
+    Status,
+    VerifyPermissions,
+}
+
+impl Action {
+    /// The spelling in events, reports and the `Action` metric dimension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Validate => "validate",
+            Action::Apply => "apply",
+            Action::Rollback => "rollback",
+            Action::Status => "status",
+            Action::VerifyPermissions => "verify-permissions",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Action> {
+        [
+            Action::Validate,
+            Action::Apply,
+            Action::Rollback,
+            Action::Status,
+            Action::VerifyPermissions,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == text)
+    }
+}
+
+/// One request: the action and its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub action: Action,
+    pub dry_run: bool,
+    pub to: Option<String>,
+}
+
+/// How the function was invoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// By CodeBuild, the CLI or a person: the response is the report.
+    Direct(Request),
+    /// As a CodePipeline action: the outcome must also be sent back with
+    /// PutJobSuccessResult / PutJobFailureResult, or the pipeline waits until
+    /// its timeout.
+    CodePipeline {
+        job_id: String,
+        request: Result<Request, RequestError>,
+    },
+}
+
+/// A request that could not be understood, with what the report should say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    /// The action to put in the report: the one asked for when it was a
+    /// string (cut short), else `unknown`.
+    pub action: String,
+    pub dry_run: bool,
+    pub message: String,
+}
+
+impl RequestError {
+    /// The library error (`bad_request`) for the report.
+    pub fn to_error(&self) -> Error {
+        Error::BadRequest(self.message.clone())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    action: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+const EXPECTED: &str = r#"expected {"action":"validate"|"apply"|"rollback"|"status"|"verify-permissions", "dry_run":false, "to":"0005"}"#;
+
+/// Parse the invocation event.
+pub fn parse(event: &Value) -> Result<Invocation, RequestError> {
+    if let Some(job) = event.get("CodePipeline.job") {
+        let job_id = job
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| RequestError {
+                action: "unknown".into(),
+                dry_run: false,
+                message: "CodePipeline.job has no id".into(),
+            })?;
+        return Ok(Invocation::CodePipeline {
+            job_id: job_id.to_owned(),
+            request: parse_user_parameters(job),
+        });
+    }
+    parse_request(event).map(Invocation::Direct)
+}
+
+/// Parse a direct request.
+pub fn parse_request(event: &Value) -> Result<Request, RequestError> {
+    let action_hint = event
+        .get("action")
+        .and_then(Value::as_str)
+        .map_or_else(|| "unknown".to_owned(), |a| a.chars().take(40).collect());
+    let dry_run_hint = event
+        .get("dry_run")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let error = |message: String| RequestError {
+        action: action_hint.clone(),
+        dry_run: dry_run_hint,
+        message,
+    };
+    if !event.is_object() {
+        return Err(error(format!("the event is not a JSON object; {EXPECTED}")));
+    }
+    let raw: RawRequest = serde_json::from_value(event.clone())
+        .map_err(|e| error(format!("malformed event ({e}); {EXPECTED}")))?;
+    let action = Action::parse(&raw.action).ok_or_else(|| {
+        error(format!(
+            "unknown action '{}'; {EXPECTED}",
+            raw.action.chars().take(40).collect::<String>()
+        ))
+    })?;
+    if raw.dry_run && action != Action::Apply && action != Action::Rollback {
+        return Err(error(format!(
+            "dry_run applies to apply and rollback, not to {}",
+            action.as_str()
+        )));
+    }
+    if let Some(to) = &raw.to {
+        if to.is_empty() || !to.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(error(format!(
+                "\"to\" must be a version made of digits like \"0005\", not '{}'",
+                to.chars().take(40).collect::<String>()
+            )));
+        }
+        if action != Action::Apply && action != Action::Rollback {
+            return Err(error(format!(
+                "\"to\" applies to apply and rollback, not to {}",
+                action.as_str()
+            )));
+        }
+    }
+    if action == Action::Rollback && raw.to.is_none() {
+        return Err(error(
+            "rollback needs \"to\": the version to roll back to".into(),
+        ));
+    }
+    Ok(Request {
+        action,
+        dry_run: raw.dry_run,
+        to: raw.to,
+    })
+}
+
+/// The request inside a CodePipeline job: `UserParameters` holds either the
+/// JSON of a direct event or just an action name (`apply`).
+fn parse_user_parameters(job: &Value) -> Result<Request, RequestError> {
+    let parameters = job
+        .pointer("/data/actionConfiguration/configuration/UserParameters")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| RequestError {
+            action: "unknown".into(),
+            dry_run: false,
+            message: format!(
+                "the CodePipeline action has no UserParameters; set them to an action (validate, apply) or to {EXPECTED}"
+            ),
+        })?;
+    if parameters.starts_with('{') {
+        let value: Value = serde_json::from_str(parameters).map_err(|e| RequestError {
+            action: "unknown".into(),
+            dry_run: false,
+            message: format!("UserParameters is not JSON ({e}); {EXPECTED}"),
+        })?;
+        parse_request(&value)
+    } else {
+        parse_request(&serde_json::json!({ "action": parameters }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn direct(event: Value) -> Result<Request, RequestError> {
+        match parse(&event)? {
+            Invocation::Direct(request) => Ok(request),
+            other => panic!("{event} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_events() {
+        let cases = [
+            (json!({"action":"validate"}), Action::Validate, false, None),
+            (
+                json!({"action":"apply","dry_run":false}),
+                Action::Apply,
+                false,
+                None,
+            ),
+            (
+                json!({"action":"apply","dry_run":true,"to":"0004"}),
+                Action::Apply,
+                true,
+                Some("0004"),
+            ),
+            (
+                json!({"action":"apply","to":null}),
+                Action::Apply,
+                false,
+                None,
+            ),
+            (json!({"action":"status"}), Action::Status, false, None),
+            (
+                json!({"action":"verify-permissions"}),
+                Action::VerifyPermissions,
+                false,
+                None,
+            ),
+            (
+                json!({"action":"rollback","to":"0003"}),
+                Action::Rollback,
+                false,
+                Some("0003"),
+            ),
+        ];
+        for (event, action, dry_run, to) in cases {
+            let request = direct(event.clone()).unwrap_or_else(|e| panic!("{event}: {e:?}"));
+            assert_eq!(request.action, action, "{event}");
+            assert_eq!(request.dry_run, dry_run, "{event}");
+            assert_eq!(request.to.as_deref(), to, "{event}");
+        }
+    }
+
+    #[test]
+    fn malformed_events_are_bad_requests_never_a_default() {
+        let cases = [
+            (json!({}), "missing field `action`", "unknown"),
+            (
+                json!({"action":"migrate"}),
+                "unknown action 'migrate'",
+                "migrate",
+            ),
+            (json!({"action":"APPLY"}), "unknown action", "APPLY"),
+            (json!({"action":42}), "malformed event", "unknown"),
+            (
+                json!({"action":"apply","dryrun":true}),
+                "unknown field `dryrun`",
+                "apply",
+            ),
+            (
+                json!({"action":"apply","dry_run":"yes"}),
+                "malformed event",
+                "apply",
+            ),
+            (json!({"action":"apply","to":5}), "malformed event", "apply"),
+            (
+                json!({"action":"apply","to":"v5"}),
+                "made of digits",
+                "apply",
+            ),
+            (
+                json!({"action":"validate","dry_run":true}),
+                "dry_run applies to apply",
+                "validate",
+            ),
+            (
+                json!({"action":"status","to":"0002"}),
+                "\"to\" applies",
+                "status",
+            ),
+            (json!({"action":"rollback"}), "needs \"to\"", "rollback"),
+            (json!("apply"), "not a JSON object", "unknown"),
+            (json!(null), "not a JSON object", "unknown"),
+            (json!([{"action":"apply"}]), "not a JSON object", "unknown"),
+        ];
+        for (event, message, action) in cases {
+            let err = direct(event.clone()).expect_err(&event.to_string());
+            assert!(err.message.contains(message), "{event}: {}", err.message);
+            assert_eq!(err.action, action, "{event}");
+            assert_eq!(err.to_error().code().as_str(), "bad_request");
+        }
+    }
+
+    fn job(parameters: Value) -> Value {
+        json!({
+            "CodePipeline.job": {
+                "id": "11111111-abcd-1111-abcd-111111abcdef",
+                "accountId": "111111111111",
+                "data": {
+                    "actionConfiguration": {
+                        "configuration": {
+                            "FunctionName": "tutor-migrate",
+                            "UserParameters": parameters
+                        }
+                    },
+                    "inputArtifacts": [],
+                    "outputArtifacts": []
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn codepipeline_jobs_take_the_request_from_user_parameters() {
+        let cases = [
+            (json!("apply"), Action::Apply, false),
+            (json!(" validate "), Action::Validate, false),
+            (
+                json!(r#"{"action":"apply","dry_run":true}"#),
+                Action::Apply,
+                true,
+            ),
+        ];
+        for (parameters, action, dry_run) in cases {
+            let Invocation::CodePipeline { job_id, request } =
+                parse(&job(parameters.clone())).unwrap()
+            else {
+                panic!("{parameters} is not a job");
+            };
+            assert_eq!(job_id, "11111111-abcd-1111-abcd-111111abcdef");
+            let request = request.unwrap();
+            assert_eq!((request.action, request.dry_run), (action, dry_run));
+        }
+    }
+
+    #[test]
+    fn bad_user_parameters_still_yield_the_job_id() {
+        for (parameters, message) in [
+            (json!("deploy"), "unknown action 'deploy'"),
+            (json!("{\"action\":"), "UserParameters is not JSON"),
+            (json!(""), "no UserParameters"),
+            (json!(7), "no UserParameters"),
+        ] {
+            let Invocation::CodePipeline { job_id, request } =
+                parse(&job(parameters.clone())).unwrap()
+            else {
+                panic!("{parameters} is not a job");
+            };
+            assert!(!job_id.is_empty());
+            let err = request.expect_err(&parameters.to_string());
+            assert!(
+                err.message.contains(message),
+                "{parameters}: {}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_job_without_id_is_a_bad_request() {
+        let err = parse(&json!({"CodePipeline.job": {"data": {}}})).unwrap_err();
+        assert!(err.message.contains("no id"), "{}", err.message);
+    }
+}

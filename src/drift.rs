@@ -1,0 +1,1648 @@
+//! Drift: the differences between two catalog [`Snapshot`]s, as report
+//! items, and their human rendering (grouped by table, read like a diff).
+//!
+//! Pure, so every rule is a unit test. One out-of-band change is one item:
+//! a dropped table is `missing_table` (not also a `missing_column` per
+//! column), a dropped `NOT NULL` is `nullability_changed` only.
+//!
+//! The kinds — one list, also in README.md. `expected` is what the reference
+//! snapshot holds (the snapshot recorded by the last apply, or the committed
+//! `schema.snapshot.json`), `actual` what the database holds; `null` for an
+//! absent object.
+//!
+//! | kind | object | expected / actual |
+//! |---|---|---|
+//! | `missing_table`, `extra_table` | `schema.table` | the table's kind |
+//! | `table_changed` | `schema.table` | differing kind, partitioning, inheritance, `UNLOGGED`, row security |
+//! | `missing_view`, `extra_view`, `view_changed` | `schema.view` | the definition |
+//! | `missing_column`, `extra_column` | `schema.table.column` | type, `NOT NULL`, default, identity, generation, collation |
+//! | `column_type_changed` | `schema.table.column` | the types |
+//! | `nullability_changed` | `schema.table.column` | `NOT NULL` / `NULL` |
+//! | `default_changed` | `schema.table.column` | the default expressions |
+//! | `column_changed` | `schema.table.column` | identity, generation expression or collation |
+//! | `missing_constraint`, `extra_constraint`, `constraint_changed` | `schema.table.constraint` | the definition |
+//! | `missing_index`, `extra_index`, `index_changed` | `schema.table.index` | the definition (and `INVALID`) |
+//! | `missing_trigger`, `extra_trigger`, `trigger_changed` | `schema.table.trigger` | the definition (and `DISABLED`) |
+//! | `missing_function`, `extra_function`, `function_changed` | `schema.name(argument types)` | signature summary; for a change, the differing attributes (body as a SHA-256 prefix) |
+//! | `missing_sequence`, `extra_sequence`, `sequence_changed` | `schema.sequence` | the options |
+//! | `missing_type`, `extra_type`, `type_changed` | `schema.type` | kind and definition |
+//! | `missing_extension`, `extra_extension`, `extension_changed` | extension name | schema (and version) |
+//! | `owner_changed`, `grants_changed` | any of the above | the owner / the grants |
+//!
+//! Owners, grants and extension versions name roles and builds of one
+//! server, so they are compared only against the same database's recorded
+//! snapshot ([`DiffOptions::same_database`]), never against the committed
+//! snapshot, which a superuser built in a throw-away cluster.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::catalog::{Column, Function, Relation, Sequence, Snapshot};
+use crate::report::{DriftItem, SchemaChange};
+
+/// Every kind of drift item. See the module documentation for their meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DriftKind {
+    MissingTable,
+    ExtraTable,
+    TableChanged,
+    MissingView,
+    ExtraView,
+    ViewChanged,
+    MissingColumn,
+    ExtraColumn,
+    ColumnTypeChanged,
+    NullabilityChanged,
+    DefaultChanged,
+    ColumnChanged,
+    MissingConstraint,
+    ExtraConstraint,
+    ConstraintChanged,
+    MissingIndex,
+    ExtraIndex,
+    IndexChanged,
+    MissingTrigger,
+    ExtraTrigger,
+    TriggerChanged,
+    MissingFunction,
+    ExtraFunction,
+    FunctionChanged,
+    MissingSequence,
+    ExtraSequence,
+    SequenceChanged,
+    MissingType,
+    ExtraType,
+    TypeChanged,
+    MissingExtension,
+    ExtraExtension,
+    ExtensionChanged,
+    OwnerChanged,
+    GrantsChanged,
+}
+
+/// Whether an object is absent, unexpected, or different.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// In the reference, not in the database.
+    Missing,
+    /// In the database, not in the reference.
+    Extra,
+    /// In both, different.
+    Changed,
+}
+
+impl DriftKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [DriftKind; 35] = [
+        DriftKind::MissingTable,
+        DriftKind::ExtraTable,
+        DriftKind::TableChanged,
+        DriftKind::MissingView,
+        DriftKind::ExtraView,
+        DriftKind::ViewChanged,
+        DriftKind::MissingColumn,
+        DriftKind::ExtraColumn,
+        DriftKind::ColumnTypeChanged,
+        DriftKind::NullabilityChanged,
+        DriftKind::DefaultChanged,
+        DriftKind::ColumnChanged,
+        DriftKind::MissingConstraint,
+        DriftKind::ExtraConstraint,
+        DriftKind::ConstraintChanged,
+        DriftKind::MissingIndex,
+        DriftKind::ExtraIndex,
+        DriftKind::IndexChanged,
+        DriftKind::MissingTrigger,
+        DriftKind::ExtraTrigger,
+        DriftKind::TriggerChanged,
+        DriftKind::MissingFunction,
+        DriftKind::ExtraFunction,
+        DriftKind::FunctionChanged,
+        DriftKind::MissingSequence,
+        DriftKind::ExtraSequence,
+        DriftKind::SequenceChanged,
+        DriftKind::MissingType,
+        DriftKind::ExtraType,
+        DriftKind::TypeChanged,
+        DriftKind::MissingExtension,
+        DriftKind::ExtraExtension,
+        DriftKind::ExtensionChanged,
+        DriftKind::OwnerChanged,
+        DriftKind::GrantsChanged,
+    ];
+
+    /// The kind as it appears in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::MissingTable => "missing_table",
+            DriftKind::ExtraTable => "extra_table",
+            DriftKind::TableChanged => "table_changed",
+            DriftKind::MissingView => "missing_view",
+            DriftKind::ExtraView => "extra_view",
+            DriftKind::ViewChanged => "view_changed",
+            DriftKind::MissingColumn => "missing_column",
+            DriftKind::ExtraColumn => "extra_column",
+            DriftKind::ColumnTypeChanged => "column_type_changed",
+            DriftKind::NullabilityChanged => "nullability_changed",
+            DriftKind::DefaultChanged => "default_changed",
+            DriftKind::ColumnChanged => "column_changed",
+            DriftKind::MissingConstraint => "missing_constraint",
+            DriftKind::ExtraConstraint => "extra_constraint",
+            DriftKind::ConstraintChanged => "constraint_changed",
+            DriftKind::MissingIndex => "missing_index",
+            DriftKind::ExtraIndex => "extra_index",
+            DriftKind::IndexChanged => "index_changed",
+            DriftKind::MissingTrigger => "missing_trigger",
+            DriftKind::ExtraTrigger => "extra_trigger",
+            DriftKind::TriggerChanged => "trigger_changed",
+            DriftKind::MissingFunction => "missing_function",
+            DriftKind::ExtraFunction => "extra_function",
+            DriftKind::FunctionChanged => "function_changed",
+            DriftKind::MissingSequence => "missing_sequence",
+            DriftKind::ExtraSequence => "extra_sequence",
+            DriftKind::SequenceChanged => "sequence_changed",
+            DriftKind::MissingType => "missing_type",
+            DriftKind::ExtraType => "extra_type",
+            DriftKind::TypeChanged => "type_changed",
+            DriftKind::MissingExtension => "missing_extension",
+            DriftKind::ExtraExtension => "extra_extension",
+            DriftKind::ExtensionChanged => "extension_changed",
+            DriftKind::OwnerChanged => "owner_changed",
+            DriftKind::GrantsChanged => "grants_changed",
+        }
+    }
+
+    /// The kind named `text` in a report.
+    pub fn parse(text: &str) -> Option<DriftKind> {
+        DriftKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Missing, extra or changed.
+    pub fn change(self) -> Change {
+        let name = self.as_str();
+        if name.starts_with("missing_") {
+            Change::Missing
+        } else if name.starts_with("extra_") {
+            Change::Extra
+        } else {
+            Change::Changed
+        }
+    }
+
+    /// What part of a changed object differs, for the dry-run changes:
+    /// `type`, `nullability`, `default`, `owner`, `grants` or `definition`.
+    pub fn aspect(self) -> Option<&'static str> {
+        match self {
+            DriftKind::ColumnTypeChanged => Some("type"),
+            DriftKind::NullabilityChanged => Some("nullability"),
+            DriftKind::DefaultChanged => Some("default"),
+            DriftKind::OwnerChanged => Some("owner"),
+            DriftKind::GrantsChanged => Some("grants"),
+            _ if self.change() == Change::Changed => Some("definition"),
+            _ => None,
+        }
+    }
+
+    /// Whether the object is `schema.table.member` (columns, constraints,
+    /// indexes, triggers), shown under its table.
+    pub fn is_table_part(self) -> bool {
+        matches!(
+            self,
+            DriftKind::MissingColumn
+                | DriftKind::ExtraColumn
+                | DriftKind::ColumnTypeChanged
+                | DriftKind::NullabilityChanged
+                | DriftKind::DefaultChanged
+                | DriftKind::ColumnChanged
+                | DriftKind::MissingConstraint
+                | DriftKind::ExtraConstraint
+                | DriftKind::ConstraintChanged
+                | DriftKind::MissingIndex
+                | DriftKind::ExtraIndex
+                | DriftKind::IndexChanged
+                | DriftKind::MissingTrigger
+                | DriftKind::ExtraTrigger
+                | DriftKind::TriggerChanged
+        )
+    }
+}
+
+/// One difference between a reference snapshot and the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub kind: DriftKind,
+    /// `table`, `view`, `column`, `constraint`, `index`, `trigger`,
+    /// `function`, `sequence`, `type` or `extension`.
+    pub object_type: &'static str,
+    pub object: String,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+}
+
+impl Difference {
+    /// The report's drift item.
+    pub fn to_item(&self) -> DriftItem {
+        DriftItem {
+            kind: self.kind.as_str().to_owned(),
+            object: self.object.clone(),
+            expected: self.expected.clone(),
+            actual: self.actual.clone(),
+        }
+    }
+
+    /// The same difference read as a change a dry run would make, when the
+    /// reference is the schema before and the database the schema after.
+    pub fn to_change(&self) -> SchemaChange {
+        SchemaChange {
+            change: match self.kind.change() {
+                Change::Missing => "drop",
+                Change::Extra => "create",
+                Change::Changed => "alter",
+            }
+            .to_owned(),
+            object_type: self.object_type.to_owned(),
+            object: self.object.clone(),
+            aspect: self.kind.aspect().map(str::to_owned),
+            before: self.expected.clone(),
+            after: self.actual.clone(),
+        }
+    }
+}
+
+/// What a comparison looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiffOptions {
+    /// Both snapshots come from the same database: compare owners, grants
+    /// and extension versions too.
+    pub same_database: bool,
+}
+
+/// Every difference between `expected` and `actual`, in a stable order
+/// (relations and their parts by name, then functions, sequences, types,
+/// extensions).
+pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec<Difference> {
+    let mut out = Differences {
+        items: Vec::new(),
+        options,
+    };
+    for (name, side) in pair(&expected.relations, &actual.relations) {
+        match side {
+            Side::Missing(e) => {
+                let (kind, object_type) = if is_view(e) {
+                    (DriftKind::MissingView, "view")
+                } else {
+                    (DriftKind::MissingTable, "table")
+                };
+                out.push(kind, object_type, name, Some(describe_relation(e)), None);
+            }
+            Side::Extra(a) => {
+                let (kind, object_type) = if is_view(a) {
+                    (DriftKind::ExtraView, "view")
+                } else {
+                    (DriftKind::ExtraTable, "table")
+                };
+                out.push(kind, object_type, name, None, Some(describe_relation(a)));
+            }
+            Side::Both(e, a) => out.relation(name, e, a),
+        }
+    }
+    for (name, side) in pair(&expected.functions, &actual.functions) {
+        match side {
+            Side::Missing(e) => out.push(
+                DriftKind::MissingFunction,
+                "function",
+                name,
+                Some(describe_function(e)),
+                None,
+            ),
+            Side::Extra(a) => out.push(
+                DriftKind::ExtraFunction,
+                "function",
+                name,
+                None,
+                Some(describe_function(a)),
+            ),
+            Side::Both(e, a) => {
+                let mut attrs = vec![
+                    ("", e.kind.clone(), a.kind.clone()),
+                    ("arguments", e.arguments.clone(), a.arguments.clone()),
+                    (
+                        "returns",
+                        e.returns.clone().unwrap_or_default(),
+                        a.returns.clone().unwrap_or_default(),
+                    ),
+                    ("language", e.language.clone(), a.language.clone()),
+                    ("", e.volatility.clone(), a.volatility.clone()),
+                    (
+                        "",
+                        security(e.security_definer).into(),
+                        security(a.security_definer).into(),
+                    ),
+                ];
+                // The definition covers all of the above; name it only when
+                // nothing more telling differs (a replaced body).
+                if attrs.iter().all(|(_, x, y)| x == y) {
+                    attrs.push((
+                        "body sha256",
+                        short_hash(e.definition_sha256.as_deref()),
+                        short_hash(a.definition_sha256.as_deref()),
+                    ));
+                }
+                if let Some((x, y)) = differing(&attrs) {
+                    out.push(
+                        DriftKind::FunctionChanged,
+                        "function",
+                        name,
+                        Some(x),
+                        Some(y),
+                    );
+                }
+                out.ownership("function", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+            }
+        }
+    }
+    for (name, side) in pair(&expected.sequences, &actual.sequences) {
+        match side {
+            Side::Missing(e) => out.push(
+                DriftKind::MissingSequence,
+                "sequence",
+                name,
+                Some(describe_sequence(e)),
+                None,
+            ),
+            Side::Extra(a) => out.push(
+                DriftKind::ExtraSequence,
+                "sequence",
+                name,
+                None,
+                Some(describe_sequence(a)),
+            ),
+            Side::Both(e, a) => {
+                let attrs = sequence_attrs(e)
+                    .into_iter()
+                    .zip(sequence_attrs(a))
+                    .map(|((label, x), (_, y))| (label, x, y))
+                    .collect::<Vec<_>>();
+                if let Some((x, y)) = differing(&attrs) {
+                    out.push(
+                        DriftKind::SequenceChanged,
+                        "sequence",
+                        name,
+                        Some(x),
+                        Some(y),
+                    );
+                }
+                out.ownership("sequence", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+            }
+        }
+    }
+    for (name, side) in pair(&expected.types, &actual.types) {
+        let describe = |t: &crate::catalog::TypeDef| format!("{} {}", t.kind, t.definition);
+        match side {
+            Side::Missing(e) => out.push(
+                DriftKind::MissingType,
+                "type",
+                name,
+                Some(describe(e)),
+                None,
+            ),
+            Side::Extra(a) => out.push(DriftKind::ExtraType, "type", name, None, Some(describe(a))),
+            Side::Both(e, a) => {
+                if e.kind != a.kind || e.definition != a.definition {
+                    out.push(
+                        DriftKind::TypeChanged,
+                        "type",
+                        name,
+                        Some(describe(e)),
+                        Some(describe(a)),
+                    );
+                }
+                out.ownership("type", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+            }
+        }
+    }
+    for (name, side) in pair(&expected.extensions, &actual.extensions) {
+        let describe = |x: &crate::catalog::Extension, version: bool| {
+            if version {
+                format!("schema {}, version {}", x.schema, x.version)
+            } else {
+                format!("schema {}", x.schema)
+            }
+        };
+        let versions = options.same_database;
+        match side {
+            Side::Missing(e) => out.push(
+                DriftKind::MissingExtension,
+                "extension",
+                name,
+                Some(describe(e, versions)),
+                None,
+            ),
+            Side::Extra(a) => out.push(
+                DriftKind::ExtraExtension,
+                "extension",
+                name,
+                None,
+                Some(describe(a, versions)),
+            ),
+            Side::Both(e, a) => {
+                if describe(e, versions) != describe(a, versions) {
+                    out.push(
+                        DriftKind::ExtensionChanged,
+                        "extension",
+                        name,
+                        Some(describe(e, versions)),
+                        Some(describe(a, versions)),
+                    );
+                }
+            }
+        }
+    }
+    out.items
+}
+
+struct Differences {
+    items: Vec<Difference>,
+    options: DiffOptions,
+}
+
+impl Differences {
+    fn push(
+        &mut self,
+        kind: DriftKind,
+        object_type: &'static str,
+        object: &str,
+        expected: Option<String>,
+        actual: Option<String>,
+    ) {
+        self.items.push(Difference {
+            kind,
+            object_type,
+            object: object.to_owned(),
+            expected,
+            actual,
+        });
+    }
+
+    fn ownership(
+        &mut self,
+        object_type: &'static str,
+        object: &str,
+        owners: (&String, &String),
+        acls: (&Option<String>, &Option<String>),
+    ) {
+        if !self.options.same_database {
+            return;
+        }
+        if owners.0 != owners.1 {
+            self.push(
+                DriftKind::OwnerChanged,
+                object_type,
+                object,
+                Some(owners.0.clone()),
+                Some(owners.1.clone()),
+            );
+        }
+        if acls.0 != acls.1 {
+            self.push(
+                DriftKind::GrantsChanged,
+                object_type,
+                object,
+                acls.0.clone(),
+                acls.1.clone(),
+            );
+        }
+    }
+
+    fn relation(&mut self, name: &str, e: &Relation, a: &Relation) {
+        let object_type = if is_view(e) { "view" } else { "table" };
+        if is_view(e) || is_view(a) {
+            if e.kind != a.kind || e.definition != a.definition {
+                let describe = |r: &Relation| {
+                    if e.kind == a.kind {
+                        r.definition.clone().unwrap_or_default()
+                    } else {
+                        describe_relation(r)
+                    }
+                };
+                self.push(
+                    DriftKind::ViewChanged,
+                    object_type,
+                    name,
+                    Some(describe(e)),
+                    Some(describe(a)),
+                );
+            }
+        } else {
+            let attrs = table_attrs(e)
+                .into_iter()
+                .zip(table_attrs(a))
+                .map(|((label, x), (_, y))| (label, x, y))
+                .collect::<Vec<_>>();
+            if let Some((x, y)) = differing(&attrs) {
+                self.push(DriftKind::TableChanged, object_type, name, Some(x), Some(y));
+            }
+        }
+        self.ownership(object_type, name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+
+        for (column, side) in pair(&e.columns, &a.columns) {
+            let object = format!("{name}.{column}");
+            match side {
+                Side::Missing(x) => self.push(
+                    DriftKind::MissingColumn,
+                    "column",
+                    &object,
+                    Some(describe_column(x)),
+                    None,
+                ),
+                Side::Extra(y) => self.push(
+                    DriftKind::ExtraColumn,
+                    "column",
+                    &object,
+                    None,
+                    Some(describe_column(y)),
+                ),
+                Side::Both(x, y) => self.column(&object, x, y),
+            }
+        }
+        for (constraint, side) in pair(&e.constraints, &a.constraints) {
+            let describe = |c: &crate::catalog::Constraint| c.definition.clone();
+            self.part(
+                [
+                    DriftKind::MissingConstraint,
+                    DriftKind::ExtraConstraint,
+                    DriftKind::ConstraintChanged,
+                ],
+                "constraint",
+                &format!("{name}.{constraint}"),
+                side,
+                describe,
+            );
+        }
+        for (index, side) in pair(&e.indexes, &a.indexes) {
+            let describe = |i: &crate::catalog::Index| {
+                if i.valid {
+                    i.definition.clone()
+                } else {
+                    format!("{} (INVALID)", i.definition)
+                }
+            };
+            self.part(
+                [
+                    DriftKind::MissingIndex,
+                    DriftKind::ExtraIndex,
+                    DriftKind::IndexChanged,
+                ],
+                "index",
+                &format!("{name}.{index}"),
+                side,
+                describe,
+            );
+        }
+        for (trigger, side) in pair(&e.triggers, &a.triggers) {
+            let describe = |t: &crate::catalog::Trigger| {
+                if t.enabled == "enabled" {
+                    t.definition.clone()
+                } else {
+                    format!("{} ({})", t.definition, t.enabled.to_uppercase())
+                }
+            };
+            self.part(
+                [
+                    DriftKind::MissingTrigger,
+                    DriftKind::ExtraTrigger,
+                    DriftKind::TriggerChanged,
+                ],
+                "trigger",
+                &format!("{name}.{trigger}"),
+                side,
+                describe,
+            );
+        }
+    }
+
+    /// A constraint, index or trigger: compared by its description.
+    fn part<T>(
+        &mut self,
+        [missing, extra, changed]: [DriftKind; 3],
+        object_type: &'static str,
+        object: &str,
+        side: Side<'_, T>,
+        describe: impl Fn(&T) -> String,
+    ) {
+        match side {
+            Side::Missing(x) => self.push(missing, object_type, object, Some(describe(x)), None),
+            Side::Extra(y) => self.push(extra, object_type, object, None, Some(describe(y))),
+            Side::Both(x, y) => {
+                let (x, y) = (describe(x), describe(y));
+                if x != y {
+                    self.push(changed, object_type, object, Some(x), Some(y));
+                }
+            }
+        }
+    }
+
+    fn column(&mut self, object: &str, e: &Column, a: &Column) {
+        if e.data_type != a.data_type {
+            self.push(
+                DriftKind::ColumnTypeChanged,
+                "column",
+                object,
+                Some(e.data_type.clone()),
+                Some(a.data_type.clone()),
+            );
+        }
+        if e.not_null != a.not_null {
+            let text = |not_null: bool| if not_null { "NOT NULL" } else { "NULL" }.to_owned();
+            self.push(
+                DriftKind::NullabilityChanged,
+                "column",
+                object,
+                Some(text(e.not_null)),
+                Some(text(a.not_null)),
+            );
+        }
+        if e.default != a.default {
+            self.push(
+                DriftKind::DefaultChanged,
+                "column",
+                object,
+                e.default.clone(),
+                a.default.clone(),
+            );
+        }
+        let extras = |c: &Column| {
+            vec![
+                (
+                    "",
+                    c.identity
+                        .as_ref()
+                        .map(|i| format!("GENERATED {} AS IDENTITY", i.to_uppercase()))
+                        .unwrap_or_else(|| "no identity".into()),
+                ),
+                (
+                    "",
+                    c.generated
+                        .as_ref()
+                        .map(|g| format!("GENERATED ALWAYS AS ({g}) STORED"))
+                        .unwrap_or_else(|| "not generated".into()),
+                ),
+                (
+                    "collation",
+                    c.collation.clone().unwrap_or_else(|| "default".into()),
+                ),
+            ]
+        };
+        let attrs = extras(e)
+            .into_iter()
+            .zip(extras(a))
+            .map(|((label, x), (_, y))| (label, x, y))
+            .collect::<Vec<_>>();
+        if let Some((x, y)) = differing(&attrs) {
+            self.push(DriftKind::ColumnChanged, "column", object, Some(x), Some(y));
+        }
+    }
+}
+
+enum Side<'a, T> {
+    Missing(&'a T),
+    Extra(&'a T),
+    Both(&'a T, &'a T),
+}
+
+/// Walk two sorted maps together.
+fn pair<'a, T>(
+    expected: &'a BTreeMap<String, T>,
+    actual: &'a BTreeMap<String, T>,
+) -> Vec<(&'a str, Side<'a, T>)> {
+    let mut out = Vec::new();
+    for (name, e) in expected {
+        match actual.get(name) {
+            Some(a) => out.push((name.as_str(), Side::Both(e, a))),
+            None => out.push((name.as_str(), Side::Missing(e))),
+        }
+    }
+    for (name, a) in actual {
+        if !expected.contains_key(name) {
+            out.push((name.as_str(), Side::Extra(a)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
+}
+
+/// The differing attributes of an object, `label value; ...` per side.
+fn differing(attrs: &[(&str, String, String)]) -> Option<(String, String)> {
+    let render = |label: &str, value: &str| {
+        if label.is_empty() {
+            value.to_owned()
+        } else {
+            format!("{label} {value}")
+        }
+    };
+    let changed: Vec<_> = attrs.iter().filter(|(_, x, y)| x != y).collect();
+    if changed.is_empty() {
+        return None;
+    }
+    let side = |expected: bool| {
+        changed
+            .iter()
+            .map(|(label, x, y)| render(label, if expected { x } else { y }))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Some((side(true), side(false)))
+}
+
+fn is_view(r: &Relation) -> bool {
+    r.kind.ends_with("view")
+}
+
+fn security(definer: bool) -> &'static str {
+    if definer {
+        "SECURITY DEFINER"
+    } else {
+        "SECURITY INVOKER"
+    }
+}
+
+fn short_hash(hash: Option<&str>) -> String {
+    hash.map_or_else(|| "none".to_owned(), |h| h.chars().take(12).collect())
+}
+
+fn describe_relation(r: &Relation) -> String {
+    match (&r.definition, r.columns.len()) {
+        (Some(_), _) => r.kind.clone(),
+        (None, 1) => format!("{} (1 column)", r.kind),
+        (None, n) => format!("{} ({n} columns)", r.kind),
+    }
+}
+
+fn table_attrs(r: &Relation) -> Vec<(&'static str, String)> {
+    let flag = |on: bool, text: &str| {
+        if on {
+            text.to_owned()
+        } else {
+            format!("not {text}")
+        }
+    };
+    vec![
+        ("", r.kind.clone()),
+        ("", flag(r.unlogged, "UNLOGGED")),
+        ("", flag(r.row_security, "ROW LEVEL SECURITY")),
+        ("", flag(r.force_row_security, "FORCE ROW LEVEL SECURITY")),
+        (
+            "partition by",
+            r.partition_key.clone().unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "partition",
+            r.partition_bound.clone().unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "inherits",
+            if r.inherits.is_empty() {
+                "none".into()
+            } else {
+                r.inherits.join(", ")
+            },
+        ),
+    ]
+}
+
+/// A column as it would be declared: type, `NOT NULL`, default, identity,
+/// generation, collation.
+pub fn describe_column(c: &Column) -> String {
+    let mut text = c.data_type.clone();
+    if let Some(collation) = &c.collation {
+        let _ = write!(text, " COLLATE {collation}");
+    }
+    if c.not_null {
+        text.push_str(" NOT NULL");
+    }
+    if let Some(default) = &c.default {
+        let _ = write!(text, " DEFAULT {default}");
+    }
+    if let Some(identity) = &c.identity {
+        let _ = write!(text, " GENERATED {} AS IDENTITY", identity.to_uppercase());
+    }
+    if let Some(generated) = &c.generated {
+        let _ = write!(text, " GENERATED ALWAYS AS ({generated}) STORED");
+    }
+    text
+}
+
+fn describe_function(f: &Function) -> String {
+    let mut text = format!("{} ({})", f.kind, f.arguments);
+    if let Some(returns) = &f.returns {
+        let _ = write!(text, " returns {returns}");
+    }
+    let _ = write!(text, " language {} {}", f.language, f.volatility);
+    if f.security_definer {
+        text.push_str(" SECURITY DEFINER");
+    }
+    text
+}
+
+fn sequence_attrs(s: &Sequence) -> Vec<(&'static str, String)> {
+    vec![
+        ("as", s.data_type.clone()),
+        ("start", s.start.to_string()),
+        ("increment", s.increment.to_string()),
+        ("minvalue", s.min.to_string()),
+        ("maxvalue", s.max.to_string()),
+        ("cache", s.cache.to_string()),
+        ("", if s.cycle { "CYCLE" } else { "NO CYCLE" }.to_owned()),
+        (
+            "owned by",
+            s.owned_by.clone().unwrap_or_else(|| "none".into()),
+        ),
+    ]
+}
+
+fn describe_sequence(s: &Sequence) -> String {
+    sequence_attrs(s)
+        .into_iter()
+        .map(|(label, value)| {
+            if label.is_empty() {
+                value
+            } else {
+                format!("{label} {value}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Split an object name at its dots, keeping quoted identifiers whole:
+/// `public."a.b".c` is `public`, `"a.b"`, `c`.
+fn split_name(object: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, c) in object.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => {
+                parts.push(&object[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&object[start..]);
+    parts
+}
+
+/// The heading an item is shown under (its table, for columns, constraints,
+/// indexes and triggers; else the object itself) and the rest of its name.
+pub fn group_of(kind: &str, object: &str) -> (String, String) {
+    let table_part = DriftKind::parse(kind).is_some_and(DriftKind::is_table_part);
+    let parts = split_name(object);
+    // A function signature may hold dots in its argument types; only table
+    // parts are split.
+    if table_part && parts.len() >= 3 {
+        (parts[..2].join("."), parts[2..].join("."))
+    } else {
+        (object.to_owned(), String::new())
+    }
+}
+
+/// One line of the human rendering.
+struct Line {
+    sign: char,
+    label: String,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+/// Drift items grouped by table, like a diff: `-` missing, `+` extra, `~`
+/// changed (expected → found).
+pub fn render_drift(items: &[DriftItem], color: bool) -> String {
+    let lines = items.iter().map(|item| {
+        let kind = DriftKind::parse(&item.kind);
+        let (group, member) = group_of(&item.kind, &item.object);
+        let word = kind.map_or("", |k| object_word(k, &item.object));
+        let aspect = kind
+            .and_then(DriftKind::aspect)
+            .filter(|a| *a != "definition");
+        let label = [word, member.as_str(), aspect.unwrap_or("")]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let sign = match kind.map(DriftKind::change) {
+            Some(Change::Missing) => '-',
+            Some(Change::Extra) => '+',
+            _ => '~',
+        };
+        (
+            group,
+            Line {
+                sign,
+                label: if label.is_empty() {
+                    item.kind.clone()
+                } else {
+                    label
+                },
+                before: item.expected.clone(),
+                after: item.actual.clone(),
+            },
+        )
+    });
+    render_grouped(lines, color)
+}
+
+/// Dry-run schema changes grouped by table: `+` create, `-` drop, `~` alter.
+pub fn render_changes(changes: &[SchemaChange], color: bool) -> String {
+    let lines = changes.iter().map(|c| {
+        let (group, member) = if matches!(
+            c.object_type.as_str(),
+            "column" | "constraint" | "index" | "trigger"
+        ) {
+            let parts = split_name(&c.object);
+            if parts.len() >= 3 {
+                (parts[..2].join("."), parts[2..].join("."))
+            } else {
+                (c.object.clone(), String::new())
+            }
+        } else {
+            (c.object.clone(), String::new())
+        };
+        let aspect = c
+            .aspect
+            .as_deref()
+            .filter(|a| *a != "definition")
+            .unwrap_or("");
+        let label = [c.object_type.as_str(), member.as_str(), aspect]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let sign = match c.change.as_str() {
+            "create" => '+',
+            "drop" => '-',
+            _ => '~',
+        };
+        (
+            group,
+            Line {
+                sign,
+                label,
+                before: c.before.clone(),
+                after: c.after.clone(),
+            },
+        )
+    });
+    render_grouped(lines, color)
+}
+
+fn object_word(kind: DriftKind, object: &str) -> &'static str {
+    use DriftKind as K;
+    match kind {
+        K::MissingTable | K::ExtraTable | K::TableChanged => "table",
+        K::MissingView | K::ExtraView | K::ViewChanged => "view",
+        K::MissingColumn
+        | K::ExtraColumn
+        | K::ColumnTypeChanged
+        | K::NullabilityChanged
+        | K::DefaultChanged
+        | K::ColumnChanged => "column",
+        K::MissingConstraint | K::ExtraConstraint | K::ConstraintChanged => "constraint",
+        K::MissingIndex | K::ExtraIndex | K::IndexChanged => "index",
+        K::MissingTrigger | K::ExtraTrigger | K::TriggerChanged => "trigger",
+        K::MissingFunction | K::ExtraFunction | K::FunctionChanged => "function",
+        K::MissingSequence | K::ExtraSequence | K::SequenceChanged => "sequence",
+        K::MissingType | K::ExtraType | K::TypeChanged => "type",
+        K::MissingExtension | K::ExtraExtension | K::ExtensionChanged => "extension",
+        // The item does not say what kind of object changed owner or
+        // grants; a signature at least shows a function.
+        K::OwnerChanged | K::GrantsChanged if object.contains('(') => "function",
+        K::OwnerChanged | K::GrantsChanged => "",
+    }
+}
+
+fn render_grouped(lines: impl Iterator<Item = (String, Line)>, color: bool) -> String {
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    let mut groups: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+    for (group, line) in lines {
+        groups.entry(group).or_default().push(line);
+    }
+    let mut out = String::new();
+    for (group, lines) in groups {
+        let _ = writeln!(out, "  {}", paint("1", &group));
+        for line in lines {
+            let code = match line.sign {
+                '+' => "32",
+                '-' => "31",
+                _ => "33",
+            };
+            let head = format!("{} {}", line.sign, line.label);
+            let multi_line = [&line.before, &line.after]
+                .iter()
+                .any(|v| v.as_deref().is_some_and(|t| t.trim_end().contains('\n')));
+            match line.sign {
+                '+' | '-' if !multi_line => {
+                    let value = if line.sign == '+' {
+                        &line.after
+                    } else {
+                        &line.before
+                    };
+                    let value = value.as_deref().unwrap_or("");
+                    // `+ table (3 columns)`, not `+ table  table (3 columns)`.
+                    if !line.label.is_empty() && value.starts_with(&line.label) {
+                        let whole = format!("{} {value}", line.sign);
+                        let _ = writeln!(out, "    {}", paint(code, &whole));
+                    } else {
+                        let _ = writeln!(out, "    {}  {value}", paint(code, &head));
+                    }
+                }
+                _ if !multi_line => {
+                    let _ = writeln!(
+                        out,
+                        "    {}  {} → {}",
+                        paint(code, &head),
+                        line.before.as_deref().unwrap_or("(none)"),
+                        line.after.as_deref().unwrap_or("(none)")
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "    {}", paint(code, &head));
+                    out.push_str(&line_diff(
+                        line.before.as_deref().unwrap_or(""),
+                        line.after.as_deref().unwrap_or(""),
+                        &paint,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The lines between the common head and tail of two texts, `-` then `+`.
+fn line_diff(before: &str, after: &str, paint: &dyn Fn(&str, &str) -> String) -> String {
+    let a: Vec<&str> = before.trim_end().lines().collect();
+    let b: Vec<&str> = after.trim_end().lines().collect();
+    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let tail = a[head..]
+        .iter()
+        .rev()
+        .zip(b[head..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let mut out = String::new();
+    for line in &a[head..a.len() - tail] {
+        let _ = writeln!(out, "      {}", paint("31", &format!("- {line}")));
+    }
+    for line in &b[head..b.len() - tail] {
+        let _ = writeln!(out, "      {}", paint("32", &format!("+ {line}")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Constraint, Extension, Index, Trigger, TypeDef};
+
+    fn column(data_type: &str, not_null: bool, default: Option<&str>) -> Column {
+        Column {
+            data_type: data_type.into(),
+            not_null,
+            default: default.map(str::to_owned),
+            generated: None,
+            identity: None,
+            collation: None,
+        }
+    }
+
+    fn table(columns: &[(&str, Column)]) -> Relation {
+        Relation {
+            kind: "table".into(),
+            unlogged: false,
+            row_security: false,
+            force_row_security: false,
+            partition_key: None,
+            partition_bound: None,
+            inherits: Vec::new(),
+            definition: None,
+            owner: "app".into(),
+            acl: None,
+            columns: columns
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), c.clone()))
+                .collect(),
+            constraints: BTreeMap::new(),
+            indexes: BTreeMap::new(),
+            triggers: BTreeMap::new(),
+        }
+    }
+
+    fn function(body: &str) -> Function {
+        Function {
+            kind: "function".into(),
+            arguments: "x integer".into(),
+            returns: Some("integer".into()),
+            language: "sql".into(),
+            volatility: "volatile".into(),
+            security_definer: false,
+            definition_sha256: Some(body.into()),
+            owner: "app".into(),
+            acl: None,
+        }
+    }
+
+    /// A small schema: users (id, email, role), an index, a check, a view,
+    /// a function, a sequence, a type and an extension.
+    fn base() -> Snapshot {
+        let mut users = table(&[
+            ("id", column("uuid", true, Some("gen_random_uuid()"))),
+            ("email", column("text", true, None)),
+            (
+                "role",
+                column(
+                    "character varying(20)",
+                    true,
+                    Some("'student'::character varying"),
+                ),
+            ),
+        ]);
+        users.constraints.insert(
+            "users_pkey".into(),
+            Constraint {
+                constraint_type: "primary key".into(),
+                definition: "PRIMARY KEY (id)".into(),
+            },
+        );
+        users.indexes.insert(
+            "users_email_idx".into(),
+            Index {
+                definition: "CREATE INDEX users_email_idx ON public.users USING btree (email)"
+                    .into(),
+                valid: true,
+            },
+        );
+        users.triggers.insert(
+            "users_touch".into(),
+            Trigger {
+                definition: "CREATE TRIGGER users_touch BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION public.touch()".into(),
+                enabled: "enabled".into(),
+            },
+        );
+        let mut view = table(&[]);
+        view.kind = "view".into();
+        view.definition = Some(" SELECT users.id\n   FROM public.users;".into());
+        let mut s = Snapshot::empty(&["public".to_owned()]);
+        s.relations.insert("public.users".into(), users);
+        s.relations.insert("public.user_ids".into(), view);
+        s.functions
+            .insert("public.f(integer)".into(), function("aaaaaaaaaaaaaaaa"));
+        s.sequences.insert(
+            "public.ticket_seq".into(),
+            Sequence {
+                data_type: "bigint".into(),
+                start: 1,
+                increment: 1,
+                min: 1,
+                max: i64::MAX,
+                cache: 1,
+                cycle: false,
+                owned_by: None,
+                owner: "app".into(),
+                acl: None,
+            },
+        );
+        s.types.insert(
+            "public.mood".into(),
+            TypeDef {
+                kind: "enum".into(),
+                definition: "'happy', 'sad'".into(),
+                owner: "app".into(),
+                acl: None,
+            },
+        );
+        s.extensions.insert(
+            "pg_trgm".into(),
+            Extension {
+                schema: "public".into(),
+                version: "1.6".into(),
+            },
+        );
+        s
+    }
+
+    fn kinds(expected: &Snapshot, actual: &Snapshot) -> Vec<(String, String)> {
+        diff(expected, actual, DiffOptions::default())
+            .into_iter()
+            .map(|d| (d.kind.as_str().to_owned(), d.object))
+            .collect()
+    }
+
+    fn users(s: &mut Snapshot) -> &mut Relation {
+        s.relations.get_mut("public.users").unwrap()
+    }
+
+    #[test]
+    fn identical_snapshots_have_no_drift() {
+        assert!(diff(
+            &base(),
+            &base(),
+            DiffOptions {
+                same_database: true
+            }
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn each_change_is_exactly_one_item() {
+        type Edit = fn(&mut Snapshot);
+        let cases: Vec<(&str, Edit, &str, &str)> = vec![
+            (
+                "add a column",
+                |s| {
+                    users(s)
+                        .columns
+                        .insert("nickname".into(), column("text", false, None));
+                },
+                "extra_column",
+                "public.users.nickname",
+            ),
+            (
+                "drop a column",
+                |s| {
+                    users(s).columns.remove("email");
+                },
+                "missing_column",
+                "public.users.email",
+            ),
+            (
+                "change a type",
+                |s| {
+                    users(s).columns.get_mut("email").unwrap().data_type =
+                        "character varying(200)".into()
+                },
+                "column_type_changed",
+                "public.users.email",
+            ),
+            (
+                "drop NOT NULL",
+                |s| users(s).columns.get_mut("email").unwrap().not_null = false,
+                "nullability_changed",
+                "public.users.email",
+            ),
+            (
+                "change a default",
+                |s| {
+                    users(s).columns.get_mut("role").unwrap().default =
+                        Some("'tutor'::character varying".into())
+                },
+                "default_changed",
+                "public.users.role",
+            ),
+            (
+                "change a collation",
+                |s| {
+                    users(s).columns.get_mut("id").unwrap().collation =
+                        Some("pg_catalog.\"C\"".into())
+                },
+                "column_changed",
+                "public.users.id",
+            ),
+            (
+                "drop an index",
+                |s| {
+                    users(s).indexes.remove("users_email_idx");
+                },
+                "missing_index",
+                "public.users.users_email_idx",
+            ),
+            (
+                "an index left invalid",
+                |s| users(s).indexes.get_mut("users_email_idx").unwrap().valid = false,
+                "index_changed",
+                "public.users.users_email_idx",
+            ),
+            (
+                "add a check constraint",
+                |s| {
+                    users(s).constraints.insert(
+                        "users_email_check".into(),
+                        Constraint {
+                            constraint_type: "check".into(),
+                            definition: "CHECK ((email <> ''::text))".into(),
+                        },
+                    );
+                },
+                "extra_constraint",
+                "public.users.users_email_check",
+            ),
+            (
+                "disable a trigger",
+                |s| users(s).triggers.get_mut("users_touch").unwrap().enabled = "disabled".into(),
+                "trigger_changed",
+                "public.users.users_touch",
+            ),
+            (
+                "add a table",
+                |s| {
+                    s.relations.insert(
+                        "public.audit".into(),
+                        table(&[("id", column("bigint", true, None))]),
+                    );
+                },
+                "extra_table",
+                "public.audit",
+            ),
+            (
+                "drop a table",
+                |s| {
+                    s.relations.remove("public.users");
+                },
+                "missing_table",
+                "public.users",
+            ),
+            (
+                "enable row level security",
+                |s| users(s).row_security = true,
+                "table_changed",
+                "public.users",
+            ),
+            (
+                "replace a view",
+                |s| {
+                    s.relations.get_mut("public.user_ids").unwrap().definition =
+                        Some(" SELECT users.email\n   FROM public.users;".into())
+                },
+                "view_changed",
+                "public.user_ids",
+            ),
+            (
+                "replace a function body",
+                |s| {
+                    s.functions
+                        .get_mut("public.f(integer)")
+                        .unwrap()
+                        .definition_sha256 = Some("bbbbbbbbbbbbbbbb".into())
+                },
+                "function_changed",
+                "public.f(integer)",
+            ),
+            (
+                "add an overload",
+                |s| {
+                    s.functions.insert("public.f(text)".into(), function("c"));
+                },
+                "extra_function",
+                "public.f(text)",
+            ),
+            (
+                "restart a sequence's increment",
+                |s| s.sequences.get_mut("public.ticket_seq").unwrap().increment = 10,
+                "sequence_changed",
+                "public.ticket_seq",
+            ),
+            (
+                "add an enum label",
+                |s| {
+                    s.types.get_mut("public.mood").unwrap().definition =
+                        "'happy', 'sad', 'meh'".into()
+                },
+                "type_changed",
+                "public.mood",
+            ),
+            (
+                "drop an extension",
+                |s| {
+                    s.extensions.remove("pg_trgm");
+                },
+                "missing_extension",
+                "pg_trgm",
+            ),
+        ];
+        for (what, edit, kind, object) in cases {
+            let mut actual = base();
+            edit(&mut actual);
+            assert_eq!(
+                kinds(&base(), &actual),
+                [(kind.to_owned(), object.to_owned())],
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn items_carry_expected_and_actual() {
+        let mut actual = base();
+        users(&mut actual)
+            .columns
+            .get_mut("email")
+            .unwrap()
+            .not_null = false;
+        users(&mut actual).columns.insert(
+            "nickname".into(),
+            column(
+                "character varying(20)",
+                true,
+                Some("'x'::character varying"),
+            ),
+        );
+        let items: Vec<DriftItem> = diff(&base(), &actual, DiffOptions::default())
+            .iter()
+            .map(Difference::to_item)
+            .collect();
+        assert_eq!(
+            items,
+            [
+                DriftItem {
+                    kind: "nullability_changed".into(),
+                    object: "public.users.email".into(),
+                    expected: Some("NOT NULL".into()),
+                    actual: Some("NULL".into()),
+                },
+                DriftItem {
+                    kind: "extra_column".into(),
+                    object: "public.users.nickname".into(),
+                    expected: None,
+                    actual: Some(
+                        "character varying(20) NOT NULL DEFAULT 'x'::character varying".into()
+                    ),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replaced_body_names_the_hashes_and_other_attributes_replace_them() {
+        let mut actual = base();
+        actual
+            .functions
+            .get_mut("public.f(integer)")
+            .unwrap()
+            .definition_sha256 = Some("bbbbbbbbbbbbbbbb".into());
+        let d = &diff(&base(), &actual, DiffOptions::default())[0];
+        assert_eq!(d.expected.as_deref(), Some("body sha256 aaaaaaaaaaaa"));
+        assert_eq!(d.actual.as_deref(), Some("body sha256 bbbbbbbbbbbb"));
+
+        let f = actual.functions.get_mut("public.f(integer)").unwrap();
+        f.volatility = "stable".into();
+        let d = &diff(&base(), &actual, DiffOptions::default())[0];
+        assert_eq!(d.expected.as_deref(), Some("volatile"));
+        assert_eq!(d.actual.as_deref(), Some("stable"));
+    }
+
+    #[test]
+    fn owners_grants_and_versions_count_only_within_one_database() {
+        let mut actual = base();
+        users(&mut actual).owner = "postgres".into();
+        users(&mut actual).acl = Some("app=arwdDxt/app,report=r/app".into());
+        actual.extensions.get_mut("pg_trgm").unwrap().version = "1.5".into();
+        assert!(kinds(&base(), &actual).is_empty());
+        let same = diff(
+            &base(),
+            &actual,
+            DiffOptions {
+                same_database: true,
+            },
+        );
+        let kinds: Vec<&str> = same.iter().map(|d| d.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["owner_changed", "grants_changed", "extension_changed"]
+        );
+    }
+
+    #[test]
+    fn a_dropped_table_is_one_item_not_one_per_part() {
+        let mut actual = base();
+        actual.relations.remove("public.users");
+        let items = diff(&base(), &actual, DiffOptions::default());
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].expected.as_deref(), Some("table (3 columns)"));
+    }
+
+    #[test]
+    fn every_kind_has_a_unique_name_that_parses_back() {
+        let mut names: Vec<&str> = DriftKind::ALL.iter().map(|k| k.as_str()).collect();
+        for kind in DriftKind::ALL {
+            assert_eq!(DriftKind::parse(kind.as_str()), Some(kind));
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DriftKind::ALL.len());
+    }
+
+    #[test]
+    fn every_kind_is_documented() {
+        let docs = include_str!("drift.rs");
+        let table = docs.split("//! | kind |").nth(1).unwrap_or_default();
+        for kind in DriftKind::ALL {
+            assert!(
+                table.contains(&format!("`{}`", kind.as_str())),
+                "{} is missing from the module documentation",
+                kind.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn objects_group_under_their_table() {
+        assert_eq!(
+            group_of("missing_column", "public.users.email"),
+            ("public.users".into(), "email".into())
+        );
+        assert_eq!(
+            group_of("extra_index", "public.\"Odd.Name\".\"idx.1\""),
+            ("public.\"Odd.Name\"".into(), "\"idx.1\"".into())
+        );
+        assert_eq!(
+            group_of("function_changed", "public.f(numeric(5,2))"),
+            ("public.f(numeric(5,2))".into(), String::new())
+        );
+        assert_eq!(
+            group_of("extra_table", "public.users"),
+            ("public.users".into(), String::new())
+        );
+    }
+
+    #[test]
+    fn human_rendering_reads_like_a_diff() {
+        let mut actual = base();
+        users(&mut actual)
+            .columns
+            .insert("nickname".into(), column("text", false, None));
+        users(&mut actual).indexes.clear();
+        users(&mut actual).columns.get_mut("role").unwrap().default = None;
+        actual
+            .relations
+            .get_mut("public.user_ids")
+            .unwrap()
+            .definition = Some(" SELECT users.email\n   FROM public.users;".into());
+        let items: Vec<DriftItem> = diff(&base(), &actual, DiffOptions::default())
+            .iter()
+            .map(Difference::to_item)
+            .collect();
+        let text = render_drift(&items, false);
+        assert_eq!(
+            text,
+            "  public.user_ids
+    ~ view
+      -  SELECT users.id
+      +  SELECT users.email
+  public.users
+    + column nickname  text
+    ~ column role default  'student'::character varying → (none)
+    - index users_email_idx  CREATE INDEX users_email_idx ON public.users USING btree (email)
+",
+        );
+    }
+
+    #[test]
+    fn dry_run_changes_read_as_create_drop_alter() {
+        let before = base();
+        let mut after = base();
+        after.relations.insert(
+            "public.audit".into(),
+            table(&[("id", column("bigint", true, None))]),
+        );
+        users(&mut after)
+            .columns
+            .get_mut("email")
+            .unwrap()
+            .data_type = "citext".into();
+        let changes: Vec<SchemaChange> = diff(
+            &before,
+            &after,
+            DiffOptions {
+                same_database: true,
+            },
+        )
+        .iter()
+        .map(Difference::to_change)
+        .collect();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].change, "create");
+        assert_eq!(changes[0].object_type, "table");
+        assert_eq!(changes[1].change, "alter");
+        assert_eq!(changes[1].aspect.as_deref(), Some("type"));
+        assert_eq!(changes[1].before.as_deref(), Some("text"));
+        let text = render_changes(&changes, false);
+        assert!(
+            text.contains("  public.audit\n    + table (1 column)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    ~ column email type  text → citext\n"),
+            "{text}"
+        );
+    }
+}
