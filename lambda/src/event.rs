@@ -52,6 +52,9 @@ pub struct Request {
     pub action: Action,
     pub dry_run: bool,
     pub to: Option<String>,
+    /// Apply although the schema drifted from the expected snapshot: the
+    /// operator knows, and the report still lists the drift.
+    pub allow_drift: bool,
 }
 
 /// How the function was invoked.
@@ -93,9 +96,11 @@ struct RawRequest {
     dry_run: bool,
     #[serde(default)]
     to: Option<String>,
+    #[serde(default)]
+    allow_drift: bool,
 }
 
-const EXPECTED: &str = r#"expected {"action":"validate"|"apply"|"rollback"|"status"|"verify-permissions", "dry_run":false, "to":"0005"}"#;
+const EXPECTED: &str = r#"expected {"action":"validate"|"apply"|"rollback"|"status"|"verify-permissions", "dry_run":false, "to":"0005", "allow_drift":false}"#;
 
 /// Parse the invocation event.
 pub fn parse(event: &Value) -> Result<Invocation, RequestError> {
@@ -163,6 +168,12 @@ pub fn parse_request(event: &Value) -> Result<Request, RequestError> {
             )));
         }
     }
+    if raw.allow_drift && action != Action::Apply {
+        return Err(error(format!(
+            "allow_drift applies to apply, not to {}",
+            action.as_str()
+        )));
+    }
     if action == Action::Rollback && raw.to.is_none() {
         return Err(error(
             "rollback needs \"to\": the version to roll back to".into(),
@@ -172,6 +183,7 @@ pub fn parse_request(event: &Value) -> Result<Request, RequestError> {
         action,
         dry_run: raw.dry_run,
         to: raw.to,
+        allow_drift: raw.allow_drift,
     })
 }
 
@@ -256,7 +268,24 @@ mod tests {
             assert_eq!(request.action, action, "{event}");
             assert_eq!(request.dry_run, dry_run, "{event}");
             assert_eq!(request.to.as_deref(), to, "{event}");
+            assert!(!request.allow_drift, "{event}");
         }
+    }
+
+    #[test]
+    fn allow_drift_is_read_for_apply_only() {
+        let request = direct(json!({"action":"apply","allow_drift":true})).expect("apply");
+        assert!(request.allow_drift);
+        let request = direct(json!({"action":"apply","allow_drift":false})).expect("apply");
+        assert!(!request.allow_drift);
+        let err = direct(json!({"action":"validate","allow_drift":true})).expect_err("validate");
+        assert!(
+            err.message.contains("allow_drift applies to apply"),
+            "{}",
+            err.message
+        );
+        let err = direct(json!({"action":"apply","allow_drift":"yes"})).expect_err("string");
+        assert!(err.message.contains("malformed event"), "{}", err.message);
     }
 
     #[test]

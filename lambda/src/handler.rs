@@ -127,7 +127,7 @@ async fn run_action(migrator: &Migrator, request: &Request) -> Report {
             let options = ApplyOptions {
                 dry_run: request.dry_run,
                 target: request.to.clone(),
-                ..ApplyOptions::default()
+                allow_drift: request.allow_drift,
             };
             migrator.apply(&options).await
         }

@@ -258,7 +258,10 @@ pub fn slipway() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
     command
         .env_remove("DATABASE_URL")
-        .env_remove("DB_SECRET_ARN");
+        .env_remove("DB_SECRET_ARN")
+        .env_remove("DB_SSLMODE")
+        .env_remove("DB_CA_BUNDLE")
+        .env_remove("SLIPWAY_LOG");
     command
 }
 
