@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLIPWAY := $(or $(CARGO_TARGET_DIR),target)/release/slipway
 
-.PHONY: setup build run test lint fmt bench snapshot lambda clean-local
+.PHONY: setup build run test lint fmt bench snapshot lambda template clean-local
 
 setup:
 	@bash scripts/setup.sh
@@ -46,6 +46,11 @@ lambda: setup
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --output-format zip \
 		--compiler cargo --package slipway-lambda
 	@echo "$(LAMBDA_ZIP): $$(wc -c < $(LAMBDA_ZIP)) bytes"
+
+## The CloudFormation template, rendered from infra/ (`make test` fails
+## while the committed infra/template.json is stale).
+template:
+	$(CARGO) run --quiet --package slipway-infra -- infra/template.json
 
 ## Refresh migrations/schema.snapshot.json after changing migrations/
 ## (`make test` fails while it is stale).
