@@ -92,22 +92,41 @@ fn sync(copy: &Path, wanted: &[(PathBuf, Vec<u8>)]) {
     }
 }
 
-/// Build the broken variant and return its binary.
-fn broken_artifact() -> PathBuf {
+/// Holds an exclusive `flock` on a file until dropped.
+struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    fn take(path: &Path) -> Lock {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        // SAFETY: flock on a descriptor we own; it is released when the file closes.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(taken, 0, "flock {}", path.display());
+        Lock { _file: file }
+    }
+}
+
+/// Build the broken variant and return its binary, copied into `dir`.
+fn broken_artifact(dir: &Path) -> PathBuf {
     let bootstrap = Path::new(env!("CARGO_BIN_EXE_bootstrap"));
     let target_dir = bootstrap
         .parent()
         .and_then(Path::parent)
         .expect("bootstrap lives in <target>/<profile>/");
     let workspace = support::workspace();
-    // One copy per workspace: worktrees sharing a target directory must not
-    // build in each other's copy.
-    let key: String = workspace
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let copy = target_dir.join("slipway-pipeline-local").join(key);
+    // One copy per target directory, always at the same path, so that cargo
+    // reuses its build; workspaces sharing the target take turns.
+    let base = target_dir.join("slipway-pipeline-local");
+    std::fs::create_dir_all(&base).expect("create the copy's folder");
+    let _lock = Lock::take(&base.join("lock"));
+    let copy = base.join("broken-migration");
 
     let mut sources = Vec::new();
     for top in SOURCES {
@@ -174,8 +193,10 @@ fn broken_artifact() -> PathBuf {
         copy.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    let binary = bootstrap.with_file_name(BROKEN_BIN);
-    assert!(binary.is_file(), "{} was not built", binary.display());
+    let built = bootstrap.with_file_name(BROKEN_BIN);
+    // Ours alone, whatever another workspace builds next.
+    let binary = dir.join(BROKEN_BIN);
+    std::fs::copy(&built, &binary).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
     binary
 }
 
@@ -185,7 +206,8 @@ async fn the_buildspec_migrate_step_against_a_local_stack() {
         .prefix("slipway-pipeline-local-")
         .tempdir()
         .expect("temp dir");
-    let broken = tokio::task::spawn_blocking(broken_artifact);
+    let artifacts = dir.path().to_path_buf();
+    let broken = tokio::task::spawn_blocking(move || broken_artifact(&artifacts));
     let postgres = tokio::task::spawn_blocking(Postgres::start)
         .await
         .expect("start PostgreSQL");
