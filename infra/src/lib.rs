@@ -258,7 +258,7 @@ fn parameters(t: &mut Template, config: &StackConfig) {
             (
                 "MetricsNamespace",
                 Parameter::string("CloudWatch namespace of the migration metrics.")
-                    .pattern("^(?!AWS/)[^:][^:]*$", "a custom namespace: not starting with AWS/ or ':'")
+                    .pattern("^(?!AWS/)[^:].*$", "a custom namespace: not starting with AWS/ or ':'")
                     .default(config.metrics_namespace.as_str()),
             ),
             (
@@ -391,8 +391,6 @@ fn logs_and_role(t: &mut Template) {
                     "Effect": "Allow",
                     "Principal": { "Service": "lambda.amazonaws.com" },
                     "Action": ["sts:AssumeRole"],
-                    // Only this account's function may use the role.
-                    "Condition": { "StringEquals": { "aws:SourceAccount": reference("AWS::AccountId") } },
                 })]),
                 "Policies": [{
                     "PolicyName": "slipway-migration",
