@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLIPWAY := $(or $(CARGO_TARGET_DIR),target)/release/slipway
 
-.PHONY: setup build run test lint fmt bench snapshot lambda clean-local
+.PHONY: setup build run test lint fmt bench snapshot lambda template clean-local
 
 setup:
 	@bash scripts/setup.sh
@@ -24,7 +24,8 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Everything CI runs: the whole workspace, the Lambda's end-to-end test
-## (moto, cargo lambda, awscli from .venv) included.
+## (moto, cargo lambda, awscli from .venv), cfn-lint on infra/template.json
+## and scripts/pipeline-local.sh (lambda/tests/pipeline_local.rs) included.
 test: lint
 	$(CARGO) test --workspace
 
@@ -39,13 +40,20 @@ bench: setup lambda
 	$(CARGO) bench --bench drift
 	$(CARGO) bench -p slipway-lambda --bench cold_start
 
-## The function's deployment zip, built for x86_64 with the host toolchain
-## (the template chooses the architecture; CI builds arm64 natively).
+## The function's deployment zip, built with the host toolchain for the
+## host (x86_64 here); buildspec.yml runs `make lambda LAMBDA_FLAGS=--arm64`
+## on an arm64 image, the template's default architecture.
 LAMBDA_ZIP := $(or $(CARGO_TARGET_DIR),target)/lambda/bootstrap/bootstrap.zip
+LAMBDA_FLAGS ?=
 lambda: setup
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --output-format zip \
-		--compiler cargo --package slipway-lambda
+		--compiler cargo --package slipway-lambda $(LAMBDA_FLAGS)
 	@echo "$(LAMBDA_ZIP): $$(wc -c < $(LAMBDA_ZIP)) bytes"
+
+## The CloudFormation template, rendered from infra/ (`make test` fails
+## while the committed infra/template.json is stale).
+template:
+	$(CARGO) run --quiet --package slipway-infra -- infra/template.json
 
 ## Refresh migrations/schema.snapshot.json after changing migrations/
 ## (`make test` fails while it is stale).

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Invoke the slipway migration function and print its report (one line of
-# JSON) on stdout. buildspec.yml runs it; so does the end-to-end test
-# (lambda/tests/end_to_end.rs), against `cargo lambda watch`.
+# JSON) on stdout. buildspec.yml runs it; so do the end-to-end tests
+# (lambda/tests/end_to_end.rs, scripts/pipeline-local.sh), against
+# `cargo lambda watch`.
 #
 #   scripts/invoke-migration.sh validate
 #   scripts/invoke-migration.sh apply [--dry-run] [--to 0005]
+#   scripts/invoke-migration.sh migrate [--dry-run] [--to 0005]
 #   scripts/invoke-migration.sh --payload '{"action":"status"}'
+#
+# `migrate` is the pipeline's step after a deploy: validate; when the report
+# says "schema_valid":false, apply (with --dry-run and --to, if given). Both
+# reports are printed, one per line; the exit code is the last one's.
 #
 # Options (before or after the action):
 #   --function NAME     function name or ARN        [env: SLIPWAY_FUNCTION]
@@ -45,48 +51,89 @@ while [ $# -gt 0 ]; do
 done
 
 [ -n "$function_name" ] || die "no function: set SLIPWAY_FUNCTION or pass --function NAME"
+
+# The event for an action. Actions and versions are plain words (checked
+# below); anything that would need JSON escaping is refused, not escaped.
+event() {
+  local event="{\"action\":\"$1\",\"dry_run\":$2"
+  [ -z "$3" ] || event="$event,\"to\":\"$3\""
+  printf '%s}' "$event"
+}
+
 if [ -z "$payload" ]; then
-  [ -n "$action" ] || die "say what to do: validate, apply, status (see --help)"
-  # Actions and versions are plain words; refuse anything that would need
-  # JSON escaping rather than escape it by hand.
+  [ -n "$action" ] || die "say what to do: validate, apply, migrate, status (see --help)"
   [[ "$action" =~ ^[a-z-]+$ ]] || die "'$action' is not an action"
-  payload="{\"action\":\"$action\",\"dry_run\":$dry_run"
-  if [ -n "$to" ]; then
-    [[ "$to" =~ ^[0-9]+$ ]] || die "--to takes a version made of digits, like 0005"
-    payload="$payload,\"to\":\"$to\""
-  fi
-  payload="$payload}"
+  [ -z "$to" ] || [[ "$to" =~ ^[0-9]+$ ]] ||
+    die "--to takes a version made of digits, like 0005"
+  [ "$action" = migrate ] || payload="$(event "$action" "$dry_run" "$to")"
 elif [ -n "$action" ] || [ "$dry_run" = true ] || [ -n "$to" ]; then
   die "--payload is the whole event; do not combine it with an action, --dry-run or --to"
 fi
 
-args=(lambda invoke --function-name "$function_name" --payload "$payload")
-[ -z "$endpoint_url" ] || args+=(--endpoint-url "$endpoint_url")
+base=(lambda invoke --function-name "$function_name")
+[ -z "$endpoint_url" ] || base+=(--endpoint-url "$endpoint_url")
 # AWS CLI v2 reads --payload as base64 unless told otherwise; v1 (the one on
 # PyPI) has no such flag and sends the text as it is.
 if "$aws" --version 2>&1 | grep -q '^aws-cli/1\.'; then
   :
 else
-  args+=(--cli-binary-format raw-in-base64-out)
+  base+=(--cli-binary-format raw-in-base64-out)
 fi
 # A migration may run for minutes; the CLI's default read timeout is 60 s,
 # after which it would invoke again. One attempt, a long read.
-args+=(--cli-read-timeout 900 --cli-connect-timeout 10)
+base+=(--cli-read-timeout 900 --cli-connect-timeout 10)
 
 out="$(mktemp "${TMPDIR:-/tmp}/slipway-invoke.XXXXXX")"
 trap 'rm -f "$out"' EXIT
 
-if ! meta="$(AWS_MAX_ATTEMPTS=1 AWS_RETRY_MODE=standard "$aws" "${args[@]}" "$out")"; then
-  die "aws lambda invoke failed (see above)"
-fi
-report="$(cat "$out")"
-if printf '%s' "$meta" | grep -q '"FunctionError"'; then
+# Send one event; print its report; return 0, 2 or 3 as documented above.
+invoke() {
+  local meta report
+  if ! meta="$(AWS_MAX_ATTEMPTS=1 AWS_RETRY_MODE=standard \
+    "$aws" "${base[@]}" --payload "$1" "$out")"; then
+    printf 'invoke-migration: aws lambda invoke failed (see above)\n' >&2
+    return 3
+  fi
+  report="$(cat "$out")"
   printf '%s\n' "$report"
-  die "the function raised an error: $(printf '%s' "$meta" | tr -d '\n ')"
+  if printf '%s' "$meta" | grep -q '"FunctionError"'; then
+    printf 'invoke-migration: the function raised an error: %s\n' \
+      "$(printf '%s' "$meta" | tr -d '\n ')" >&2
+    return 3
+  fi
+  # Every report starts with "success" (pinned by a unit test in src/report.rs).
+  case "$report" in
+    '{"success":true,'*) return 0 ;;
+    '{"success":false,'*) return 2 ;;
+    *) printf 'invoke-migration: the response is not a slipway report\n' >&2; return 3 ;;
+  esac
+}
+
+say() { printf 'invoke-migration: %s\n' "$*" >&2; }
+
+if [ "$action" != migrate ]; then
+  status=0
+  invoke "$payload" || status=$?
+  exit "$status"
 fi
-# Every report starts with "success" (pinned by a unit test in src/report.rs).
-case "$report" in
-  '{"success":true,'*) printf '%s\n' "$report"; exit 0 ;;
-  '{"success":false,'*) printf '%s\n' "$report"; exit 2 ;;
-  *) printf '%s\n' "$report"; die "the response is not a slipway report" ;;
+
+status=0
+validate="$(invoke "$(event validate false "")")" || status=$?
+printf '%s\n' "$validate"
+if [ "$status" -ne 0 ]; then
+  say "validate failed; nothing applied"
+  exit "$status"
+fi
+case "$validate" in
+  *'"schema_valid":true'*) say "the schema is valid: nothing to apply"; exit 0 ;;
+  *'"schema_valid":false'*) say "the schema is not valid: applying" ;;
+  *) say "the validate report says nothing of schema_valid"; exit 3 ;;
 esac
+status=0
+invoke "$(event apply "$dry_run" "$to")" || status=$?
+if [ "$status" -eq 0 ]; then
+  say "apply succeeded"
+else
+  say "apply failed (exit $status): the report above says why"
+fi
+exit "$status"

@@ -22,6 +22,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the contract's order.
+    pub const ALL: [Action; 5] = [
+        Action::Validate,
+        Action::Apply,
+        Action::Rollback,
+        Action::Status,
+        Action::VerifyPermissions,
+    ];
+
     /// The spelling in events, reports and the `Action` metric dimension.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,15 +43,7 @@ impl Action {
     }
 
     fn parse(text: &str) -> Option<Action> {
-        [
-            Action::Validate,
-            Action::Apply,
-            Action::Rollback,
-            Action::Status,
-            Action::VerifyPermissions,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == text)
+        Action::ALL.into_iter().find(|a| a.as_str() == text)
     }
 }
 

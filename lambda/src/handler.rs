@@ -150,7 +150,7 @@ pub async fn handler(state: &State, event: LambdaEvent<Value>) -> Result<Report,
         Ok(request) => (state.run(request).await, request.action.as_str()),
         Err(bad) => (
             Report::failure(&bad.action, bad.dry_run, &bad.to_error()),
-            "invalid",
+            metrics::INVALID_ACTION,
         ),
     };
     log_outcome(&context.request_id, job_id.as_deref(), &report);

@@ -13,6 +13,9 @@ use aws_sdk_cloudwatch::error::DisplayErrorContext;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use slipway::{ErrorCode, Report};
 
+/// The `Action` dimension of a request that could not be parsed.
+pub const INVALID_ACTION: &str = "invalid";
+
 /// The report error codes that mean "could not get a working connection".
 const CONNECTION_CODES: [ErrorCode; 3] = [ErrorCode::Connection, ErrorCode::Auth, ErrorCode::Tls];
 

@@ -13,6 +13,7 @@ use std::process::Command;
 const FAKE_AWS: &str = r#"#!/usr/bin/env bash
 if [ "$1" = "--version" ]; then echo "$FAKE_VERSION"; exit 0; fi
 printf '%s\n' "$@" > "$ARGS_FILE"
+printf 'call\n' >> "$ARGS_FILE.calls"
 for last in "$@"; do :; done
 printf '%s' "$FAKE_PAYLOAD" > "$last"
 printf '%s\n' "$FAKE_META"
@@ -29,6 +30,8 @@ struct Outcome {
     stdout: String,
     stderr: String,
     args: Vec<String>,
+    /// How many times the script ran `aws lambda invoke`.
+    calls: usize,
 }
 
 fn run(dir: &Path, version: &str, payload: &str, meta: &str, exit: i32, args: &[&str]) -> Outcome {
@@ -37,6 +40,8 @@ fn run(dir: &Path, version: &str, payload: &str, meta: &str, exit: i32, args: &[
     std::fs::set_permissions(&aws, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let args_file = dir.join("args");
     let _ = std::fs::remove_file(&args_file);
+    let calls_file = dir.join("args.calls");
+    let _ = std::fs::remove_file(&calls_file);
     let output = Command::new("bash")
         .arg(support::workspace().join("scripts/invoke-migration.sh"))
         .args(args)
@@ -59,6 +64,10 @@ fn run(dir: &Path, version: &str, payload: &str, meta: &str, exit: i32, args: &[
             .lines()
             .map(str::to_owned)
             .collect(),
+        calls: std::fs::read_to_string(&calls_file)
+            .unwrap_or_default()
+            .lines()
+            .count(),
     }
 }
 
@@ -161,4 +170,53 @@ fn refuses_bad_arguments_before_invoking() {
         assert_eq!(out.code, Some(3), "{args:?}: {}", out.stderr);
         assert!(out.args.is_empty(), "{args:?} invoked: {:?}", out.args);
     }
+}
+
+#[test]
+fn migrate_applies_only_when_validate_says_the_schema_is_not_valid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let valid = r#"{"success":true,"action":"validate","dry_run":false,"schema_valid":true}"#;
+    let pending = r#"{"success":true,"action":"validate","dry_run":false,"schema_valid":false}"#;
+    let failed =
+        r#"{"success":false,"action":"validate","schema_valid":false,"error":{"code":"auth"}}"#;
+
+    let noop = run(dir.path(), V1, valid, OK_META, 0, &["migrate"]);
+    assert_eq!(noop.code, Some(0), "{}", noop.stderr);
+    assert_eq!(noop.calls, 1, "a valid schema needs no apply");
+    assert_eq!(
+        after(&noop.args, "--payload"),
+        Some(r#"{"action":"validate","dry_run":false}"#)
+    );
+    assert!(noop.stderr.contains("nothing to apply"), "{}", noop.stderr);
+
+    // The stand-in answers the apply with the same payload: a success.
+    let applied = run(
+        dir.path(),
+        V1,
+        pending,
+        OK_META,
+        0,
+        &["migrate", "--to", "0004"],
+    );
+    assert_eq!(applied.code, Some(0), "{}", applied.stderr);
+    assert_eq!(applied.calls, 2, "validate, then apply");
+    assert_eq!(
+        after(&applied.args, "--payload"),
+        Some(r#"{"action":"apply","dry_run":false,"to":"0004"}"#)
+    );
+    assert_eq!(
+        applied.stdout.lines().count(),
+        2,
+        "both reports: {}",
+        applied.stdout
+    );
+
+    let broken = run(dir.path(), V1, failed, OK_META, 0, &["migrate"]);
+    assert_eq!(broken.code, Some(2), "{}", broken.stderr);
+    assert_eq!(broken.calls, 1, "no apply after a failed validate");
+    assert_eq!(broken.stdout.trim(), failed);
+
+    let no_report = run(dir.path(), V1, "null", OK_META, 0, &["migrate"]);
+    assert_eq!(no_report.code, Some(3), "{}", no_report.stderr);
+    assert_eq!(no_report.calls, 1);
 }

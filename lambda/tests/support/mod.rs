@@ -136,6 +136,24 @@ impl Proc {
         }
     }
 
+    /// Wait for it to exit by itself, at most `limit`; panic with its log
+    /// when it does not.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{} did not finish within {limit:?}; its output:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Stop it: SIGTERM to the group, SIGKILL after a grace period.
     pub fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
