@@ -17,6 +17,20 @@ pub fn statement_lines(sql: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Each non-empty statement of `sql` with the line it starts on, for
+/// running them one message at a time (a no-transaction migration).
+pub fn statements(sql: &str) -> Vec<(usize, &str)> {
+    let starts = statement_starts(sql);
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &(line, offset))| {
+            let end = starts.get(i + 1).map_or(sql.len(), |&(_, next)| next);
+            (line, &sql[offset..end])
+        })
+        .collect()
+}
+
 /// The first statement that controls the transaction (`BEGIN`, `COMMIT`,
 /// `ROLLBACK`, ...), as its line and text. slipway owns the transaction: a
 /// `COMMIT` inside a migration would make everything before it permanent
