@@ -429,7 +429,7 @@ impl CatalogQuery {
         let mut schemas = schemas.to_vec();
         schemas.sort();
         schemas.dedup();
-        let excluded = ["history", "schema_snapshot"]
+        let excluded = ["history", "schema_snapshot", "repeatable_objects"]
             .iter()
             .map(|table| qualified(history_schema, table))
             .collect();

@@ -250,6 +250,12 @@ mod tests {
                 false,
                 Some("0003"),
             ),
+            (
+                json!({"action":"rollback","to":"0","dry_run":true}),
+                Action::Rollback,
+                true,
+                Some("0"),
+            ),
         ];
         for (event, action, dry_run, to) in cases {
             let request = direct(event.clone()).unwrap_or_else(|e| panic!("{event}: {e:?}"));
@@ -297,6 +303,13 @@ mod tests {
                 "status",
             ),
             (json!({"action":"rollback"}), "needs \"to\"", "rollback"),
+            (json!({"action":"rollback","to":null}), "needs \"to\"", "rollback"),
+            (
+                json!({"action":"rollback","to":"v3"}),
+                "made of digits",
+                "rollback",
+            ),
+            (json!({"action":"rollback","to":3}), "malformed event", "rollback"),
             (json!("apply"), "not a JSON object", "unknown"),
             (json!(null), "not a JSON object", "unknown"),
             (json!([{"action":"apply"}]), "not a JSON object", "unknown"),

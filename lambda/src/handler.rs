@@ -11,7 +11,9 @@ use aws_config::SdkConfig;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use slipway::secret::{with_secret, SecretSource};
-use slipway::{ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, Target};
+use slipway::{
+    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, RollbackOptions, Target,
+};
 
 use crate::codepipeline;
 use crate::config::{Config, Database};
@@ -81,12 +83,12 @@ impl State {
             Ok(setup) => setup,
             Err(error) => return Report::failure(action, request.dry_run, error),
         };
-        if matches!(request.action, Action::Rollback | Action::VerifyPermissions) {
+        if request.action == Action::VerifyPermissions {
             return Report::failure(
                 action,
                 request.dry_run,
                 &Error::BadRequest(format!(
-                    "{action} is not available in this version of slipway; use validate, apply or status"
+                    "{action} is not available in this version of slipway; use validate, apply, rollback or status"
                 )),
             );
         }
@@ -123,6 +125,15 @@ async fn run_action(migrator: &Migrator, request: &Request) -> Report {
     match request.action {
         Action::Validate => migrator.validate().await,
         Action::Status => migrator.status().await,
+        Action::Rollback => {
+            // The event parser guarantees `to` for a rollback.
+            let options = RollbackOptions {
+                to: request.to.clone().unwrap_or_default(),
+                dry_run: request.dry_run,
+                ..RollbackOptions::default()
+            };
+            migrator.rollback(&options).await
+        }
         _ => {
             let options = ApplyOptions {
                 dry_run: request.dry_run,
@@ -270,7 +281,8 @@ mod tests {
             (json!({"action":"apply","dryrun":true}), "apply"),
             (json!({"dry_run":true}), "unknown"),
             (json!("validate"), "unknown"),
-            (json!({"action":"rollback","to":"0001"}), "rollback"),
+            (json!({"action":"rollback"}), "rollback"),
+            (json!({"action":"verify-permissions"}), "verify-permissions"),
         ] {
             let report = invoke(&state, payload.clone()).await;
             assert!(!report.success, "{payload}");

@@ -1,0 +1,251 @@
+//! `slipway verify`: prove that every migration's rollback script really
+//! undoes it, before production ever needs it.
+//!
+//! On a throw-away database, for each versioned migration in order: read the
+//! catalog, apply the migration, read it again, roll it back, compare with
+//! the first reading, apply it again, compare with the second. A rollback
+//! that forgets an index, or a migration that does not rebuild the same
+//! schema the second time, is named with the drift items that differ. The
+//! comparison is the drift check's ([`crate::drift`]), on snapshots of the
+//! same database, so owners and grants count too.
+//!
+//! The steps go through [`Migrator`], the code a deploy runs: the round trip
+//! tests the same transactions, history rows and repeatable handling.
+
+use std::time::Instant;
+
+use crate::catalog::Snapshot;
+use crate::connect::connect;
+use crate::drift::{diff, Change, DiffOptions, Difference};
+use crate::engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};
+use crate::error::{Error, Result};
+use crate::history::{create_database, drop_database};
+use crate::migrations::MigrationSet;
+use crate::report::{Report, VerifyStep};
+
+/// Run the round trip of every migration of `set` on a database created
+/// for it on the server of `server` (whose own database is used only to
+/// create and drop it; PostgreSQL 13+, `CREATEDB` needed).
+pub async fn verify(set: &MigrationSet, server: &Target, settings: &Settings) -> Report {
+    let started = Instant::now();
+    let mut report = Report::new("verify", false);
+    let outcome = verify_into(set, server, settings, &mut report).await;
+    if let Err(error) = outcome {
+        report.fail(&error);
+    } else if report.error.is_none() {
+        report.success = true;
+        report.schema_valid = true;
+    }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report
+}
+
+async fn verify_into(
+    set: &MigrationSet,
+    server: &Target,
+    settings: &Settings,
+    report: &mut Report,
+) -> Result<()> {
+    let admin = connect(&server.connect).await?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let name = format!("slipway_verify_{}_{stamp}", std::process::id());
+    create_database(&admin, &name).await?;
+    let mut target = server.clone();
+    target.connect.config.dbname(&name);
+    report.database = Some(name.clone());
+    // The committed expected snapshot is `slipway snapshot --check`'s
+    // business; here only the round trips count.
+    let migrator = Migrator::new(
+        set.clone().without_expected_snapshot(),
+        target,
+        settings.clone(),
+    );
+    let outcome = round_trips(&migrator, report).await;
+    let dropped = drop_database(&admin, &name).await;
+    outcome?;
+    dropped
+}
+
+async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
+    let mut steps = Vec::new();
+    let mut previous = "0".to_owned();
+    let mut failures = Vec::new();
+    let versioned = migrator.migrations().versioned().to_vec();
+    for migration in &versioned {
+        let Some(version) = migration.version_str().map(str::to_owned) else {
+            continue;
+        };
+        let mut step = VerifyStep {
+            version: version.clone(),
+            script: migration.script.clone(),
+            rollback_script: migration.rollback.as_ref().map(|r| r.script.clone()),
+            ok: true,
+            problems: Vec::new(),
+            rollback_drift: Vec::new(),
+            reapply_drift: Vec::new(),
+        };
+        let apply = ApplyOptions {
+            target: Some(version.clone()),
+            ..ApplyOptions::default()
+        };
+        let before = migrator.snapshot().await?;
+        if let Err(sub) = succeeded(migrator.apply(&apply).await) {
+            step.ok = false;
+            step.problems.push(format!("{version} apply failed: {}", message(&sub)));
+            return stop(report, steps, step, sub);
+        }
+        let applied = migrator.snapshot().await?;
+        if migration.rollback.is_none() {
+            step.ok = false;
+            step.problems.push(format!(
+                "{version} has no rollback script ({}_rollback.sql)",
+                migration
+                    .script
+                    .strip_suffix(".sql")
+                    .unwrap_or(&migration.script)
+            ));
+            failures.push(step.problems[0].clone());
+            steps.push(step);
+            previous = version;
+            continue;
+        }
+        let rollback = RollbackOptions {
+            to: previous.clone(),
+            ..RollbackOptions::default()
+        };
+        if let Err(sub) = succeeded(migrator.rollback(&rollback).await) {
+            step.ok = false;
+            step.problems
+                .push(format!("{version} rollback failed: {}", message(&sub)));
+            return stop(report, steps, step, sub);
+        }
+        let rolled_back = migrator.snapshot().await?;
+        let found = compare(&before, &rolled_back);
+        step.problems.extend(
+            found
+                .iter()
+                .map(|d| sentence(&version, Pass::Rollback, d)),
+        );
+        step.rollback_drift = found.iter().map(Difference::to_item).collect();
+        if let Err(sub) = succeeded(migrator.apply(&apply).await) {
+            step.ok = false;
+            step.problems
+                .push(format!("{version} re-apply failed: {}", message(&sub)));
+            return stop(report, steps, step, sub);
+        }
+        let reapplied = migrator.snapshot().await?;
+        let found = compare(&applied, &reapplied);
+        step.problems.extend(
+            found
+                .iter()
+                .map(|d| sentence(&version, Pass::Reapply, d)),
+        );
+        step.reapply_drift = found.iter().map(Difference::to_item).collect();
+        step.ok = step.problems.is_empty();
+        failures.extend(step.problems.iter().cloned());
+        steps.push(step);
+        previous = version;
+    }
+    let count = failures.len();
+    let mut summary = failures
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if count > 3 {
+        summary.push_str("; ...");
+    }
+    report.verify = Some(steps);
+    if count > 0 {
+        return Err(Error::Drift {
+            reference: "the schema before each migration (after its rollback) and after it (after the re-apply)".into(),
+            context: "verify".into(),
+            count,
+            summary,
+            next: "fix the rollback scripts (or migrations) named above; `slipway verify` tries them again".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A sub-run's report, or it as a failure.
+fn succeeded(report: Report) -> std::result::Result<Report, Report> {
+    if report.success {
+        Ok(report)
+    } else {
+        Err(report)
+    }
+}
+
+/// End the round trips at a step that failed to run: the database state is
+/// no longer the one the next migration expects.
+fn stop(
+    report: &mut Report,
+    mut steps: Vec<VerifyStep>,
+    step: VerifyStep,
+    sub: Report,
+) -> Result<()> {
+    steps.push(step);
+    report.verify = Some(steps);
+    report.success = false;
+    report.error = sub.error;
+    Ok(())
+}
+
+/// The error message of a failed sub-run.
+fn message(report: &Report) -> String {
+    report
+        .error
+        .as_ref()
+        .map_or_else(|| "failed".to_owned(), |e| e.message.clone())
+}
+
+fn compare(expected: &Snapshot, actual: &Snapshot) -> Vec<Difference> {
+    diff(
+        expected,
+        actual,
+        DiffOptions {
+            same_database: true,
+        },
+    )
+}
+
+/// Which comparison a difference comes from.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// After the rollback, against the schema before the migration.
+    Rollback,
+    /// After the re-apply, against the schema after the first apply.
+    Reapply,
+}
+
+/// `0004 rollback leaves index public.quiz_sessions.quiz_sessions_level_idx`.
+fn sentence(version: &str, pass: Pass, d: &Difference) -> String {
+    let (what, object) = (d.object_type, &d.object);
+    match (pass, d.kind.change()) {
+        (Pass::Rollback, Change::Extra) => format!("{version} rollback leaves {what} {object}"),
+        (Pass::Rollback, Change::Missing) => format!(
+            "{version} rollback removes {what} {object}, which was there before {version}"
+        ),
+        (Pass::Reapply, Change::Extra) => format!(
+            "{version} re-apply creates {what} {object}, which the first apply did not"
+        ),
+        (Pass::Reapply, Change::Missing) => {
+            format!("{version} re-apply does not create {what} {object}, which the first apply did")
+        }
+        (pass, Change::Changed) => format!(
+            "{version} {} changes {what} {object} ({}): {} → {}",
+            match pass {
+                Pass::Rollback => "rollback",
+                Pass::Reapply => "re-apply",
+            },
+            d.kind.as_str(),
+            d.expected.as_deref().unwrap_or("none"),
+            d.actual.as_deref().unwrap_or("none")
+        ),
+    }
+}
