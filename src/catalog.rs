@@ -358,7 +358,11 @@ impl Snapshot {
         }
         for (name, def) in &self.types {
             if !before.types.contains_key(name) {
-                let kind = if def.kind == "domain" { "domain" } else { "type" };
+                let kind = if def.kind == "domain" {
+                    "domain"
+                } else {
+                    "type"
+                };
                 out.push(owned(kind, name, None));
             }
         }

@@ -20,7 +20,9 @@ use crate::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
 use crate::connect::{connect, ConnectOptions};
 use crate::drift::{diff, DiffOptions, Difference, DriftKind};
 use crate::error::{Error, Result};
-use crate::history::{names_identifier, BatchError, BatchOptions, BatchSteps, History, HistoryState};
+use crate::history::{
+    names_identifier, BatchError, BatchOptions, BatchSteps, History, HistoryState,
+};
 use crate::migrations::{Migration, MigrationKind, MigrationSet, Version, EXPECTED_SNAPSHOT_FILE};
 use crate::plan::{plan, HistoryRow, Plan};
 use crate::report::{
@@ -612,6 +614,7 @@ impl Migrator {
         if let (Some(before), Some(after)) = (&state.catalog, &executed.after) {
             report.schema_changes = Some(changes(before, after));
         }
+        report.dropped_invalid_indexes = executed.dropped_invalid.clone();
         report.rolled_back = Some(
             executed
                 .done
@@ -672,21 +675,32 @@ impl Migrator {
             let last = number + 1 == parts.len();
             if part.alone {
                 let step = run.steps[part.range.start];
-                let alone = self
-                    .with_retries(|| {
-                        history.run_alone(
-                            client,
-                            step,
-                            create_history,
-                            &batch_options,
-                            &query,
-                            &self.target.managed_schemas,
-                        )
+                let schemas = &self.target.managed_schemas;
+                let create = create_history;
+                // Kept across attempts and reported also when the step fails.
+                let dropped = std::sync::Mutex::new(Vec::new());
+                let result = self
+                    .with_retries(|| async {
+                        let left = history
+                            .drop_invalid_leftovers(client, step, schemas)
+                            .await
+                            .map_err(BatchError::Failed)?;
+                        if let Ok(mut all) = dropped.lock() {
+                            all.extend(left);
+                        }
+                        history
+                            .run_alone(client, step, create, &batch_options, &query, schemas)
+                            .await
                     })
-                    .await?;
+                    .await;
+                executed
+                    .dropped_invalid
+                    .extend(dropped.into_inner().unwrap_or_default());
+                let alone = result?;
                 create_history = false;
-                executed.done.push((part.range.start, alone.outcome.execution_ms));
-                executed.dropped_invalid.extend(alone.dropped_invalid);
+                executed
+                    .done
+                    .push((part.range.start, alone.outcome.execution_ms));
                 tracing::info!(script = %step.script, "ran outside a transaction and recorded");
                 if let (true, Some(expected)) = (last, &run.expected) {
                     check_expected(expected, &alone.catalog, run.allow_drift, report).map_err(
@@ -704,10 +718,11 @@ impl Migrator {
                 continue;
             }
             let steps = &run.steps[part.range.clone()];
-            let catalog_before = run
-                .owned
-                .as_ref()
-                .and_then(|_| steps.iter().position(|m| m.kind == MigrationKind::Repeatable));
+            let catalog_before = run.owned.as_ref().and_then(|_| {
+                steps
+                    .iter()
+                    .position(|m| m.kind == MigrationKind::Repeatable)
+            });
             let batch = BatchSteps {
                 steps,
                 create_history,
@@ -900,10 +915,14 @@ fn check_expected(
 /// Whether `d` is an INVALID index that a pending no-transaction migration
 /// names: what its failed run left, dropped before it runs again.
 fn is_leftover_of(d: &Difference, pending: &[&Migration]) -> bool {
-    if d.kind != DriftKind::ExtraIndex || !d.actual.as_deref().is_some_and(|a| a.contains("INVALID")) {
+    if d.kind != DriftKind::ExtraIndex
+        || !d.actual.as_deref().is_some_and(|a| a.contains("INVALID"))
+    {
         return false;
     }
-    let name = crate::catalog::key_parts(&d.object).pop().unwrap_or_default();
+    let name = crate::catalog::key_parts(&d.object)
+        .pop()
+        .unwrap_or_default();
     pending
         .iter()
         .any(|m| m.directives.no_transaction && names_identifier(&m.sql, &name))

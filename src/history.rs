@@ -100,8 +100,6 @@ pub struct AloneOutcome {
     pub outcome: StepOutcome,
     /// The catalog after it, as recorded.
     pub catalog: Snapshot,
-    /// INVALID indexes a failed earlier run left, dropped before this one.
-    pub dropped_invalid: Vec<String>,
 }
 
 /// Timeouts and identity applied to a batch.
@@ -432,7 +430,12 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         let messages = match client.simple_query(&query).await {
             Ok(messages) => messages,
             Err(e) if is_missing_history(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(database_error("reading the repeatable scripts' objects", &e)),
+            Err(e) => {
+                return Err(database_error(
+                    "reading the repeatable scripts' objects",
+                    &e,
+                ))
+            }
         };
         let mut owned = Vec::new();
         for message in messages {
@@ -459,8 +462,9 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
     ///
     /// A failed `CREATE INDEX CONCURRENTLY` leaves an INVALID index behind
     /// (<https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY>):
-    /// the failure names it, and the next run drops every INVALID index of
-    /// `schemas` that the migration names before running it again.
+    /// the failure names it (INVALID indexes of `schemas` that were not
+    /// there before), and [`History::drop_invalid_leftovers`] drops it
+    /// before the next attempt.
     pub async fn run_alone(
         &self,
         client: &Client,
@@ -482,18 +486,6 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         let invalid_before = invalid_indexes(client, schemas)
             .await
             .map_err(BatchError::Failed)?;
-        let mut dropped_invalid = Vec::new();
-        for (schema, name) in &invalid_before {
-            if names_identifier(&step.sql, name) {
-                let index = format!("{}.{}", quote_identifier(schema), quote_identifier(name));
-                tracing::warn!(index = %index, script = %step.script, "dropping the INVALID index a failed run of this migration left");
-                client
-                    .simple_query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
-                    .await
-                    .map_err(|e| failed(&format!("dropping the INVALID index {index}"), &e))?;
-                dropped_invalid.push(catalog::qualified(schema, name));
-            }
-        }
         // Session settings, not SET LOCAL: there is no transaction to scope
         // them; they are reset after the migration.
         client
@@ -530,7 +522,7 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|i| !invalid_before.contains(i) || dropped_invalid.contains(&catalog::qualified(&i.0, &i.1)))
+                .filter(|i| !invalid_before.contains(i))
                 .map(|(schema, name)| catalog::qualified(&schema, &name))
                 .collect();
             return Err(BatchError::Failed(Error::MigrationFailed(Box::new(
@@ -558,6 +550,7 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         // The history row and the snapshot in one message: one implicit
         // transaction, so both are written or neither.
         let mut sql = self.history_insert_sql(step, &options.client, &execution_ms.to_string());
+        sql.push_str(";\n");
         sql.push_str(&self.store_sql(&snapshot, &options.client, true));
         client
             .simple_query(&sql)
@@ -569,8 +562,35 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
                 execution_ms,
             },
             catalog: snapshot,
-            dropped_invalid,
         })
+    }
+
+    /// Drop the INVALID indexes of `schemas` that `step` names: what its
+    /// failed run (a `CREATE INDEX CONCURRENTLY` that hit a duplicate, a
+    /// deadlock or `lock_timeout`) left. The step is pending, so no recorded
+    /// migration owns them; `IF NOT EXISTS` would otherwise keep the broken
+    /// index, and a plain `CREATE INDEX` would fail on its name. Returns
+    /// them as `schema.name`.
+    pub async fn drop_invalid_leftovers(
+        &self,
+        client: &Client,
+        step: &Migration,
+        schemas: &[String],
+    ) -> Result<Vec<String>> {
+        let mut dropped = Vec::new();
+        for (schema, name) in invalid_indexes(client, schemas).await? {
+            if !names_identifier(&step.sql, &name) {
+                continue;
+            }
+            let index = format!("{}.{}", quote_identifier(&schema), quote_identifier(&name));
+            tracing::warn!(index = %index, script = %step.script, "dropping the INVALID index a failed run of this migration left");
+            client
+                .simple_query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                .await
+                .map_err(|e| database_error(&format!("dropping the INVALID index {index}"), &e))?;
+            dropped.push(catalog::qualified(&schema, &name));
+        }
+        Ok(dropped)
     }
 
     /// The `INSERT` of `step`'s history row; `execution_ms` is an SQL expression.

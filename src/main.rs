@@ -14,8 +14,8 @@ use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
 use slipway::secret::{aws_config, SecretSource, DEFAULT_SECRET_TTL};
 use slipway::tls::{SslMode, TlsOptions};
 use slipway::{
-    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, RollbackOptions,
-    Settings, Target,
+    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, RollbackOptions, Settings,
+    Target,
 };
 
 /// Safe PostgreSQL schema migrations: validate, then apply everything pending

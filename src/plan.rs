@@ -365,7 +365,13 @@ mod tests {
             ["0003_c.sql", "repeatable/v.sql"]
         );
         history.push(row(6, "versioned", Some("0003"), "0003_c.sql", "select 3;"));
-        history.push(row(7, "repeatable", None, "repeatable/v.sql", "select 'v';"));
+        history.push(row(
+            7,
+            "repeatable",
+            None,
+            "repeatable/v.sql",
+            "select 'v';",
+        ));
         assert!(plan(&history, &set, None).unwrap().is_clean());
     }
 

@@ -94,8 +94,9 @@ async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
         let before = migrator.snapshot().await?;
         if let Err(sub) = succeeded(migrator.apply(&apply).await) {
             step.ok = false;
-            step.problems.push(format!("{version} apply failed: {}", message(&sub)));
-            return stop(report, steps, step, sub);
+            step.problems
+                .push(format!("{version} apply failed: {}", message(&sub)));
+            return stop(report, steps, step, sub, failures);
         }
         let applied = migrator.snapshot().await?;
         if migration.rollback.is_none() {
@@ -120,56 +121,55 @@ async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
             step.ok = false;
             step.problems
                 .push(format!("{version} rollback failed: {}", message(&sub)));
-            return stop(report, steps, step, sub);
+            return stop(report, steps, step, sub, failures);
         }
         let rolled_back = migrator.snapshot().await?;
         let found = compare(&before, &rolled_back);
-        step.problems.extend(
-            found
-                .iter()
-                .map(|d| sentence(&version, Pass::Rollback, d)),
-        );
+        step.problems
+            .extend(found.iter().map(|d| sentence(&version, Pass::Rollback, d)));
         step.rollback_drift = found.iter().map(Difference::to_item).collect();
         if let Err(sub) = succeeded(migrator.apply(&apply).await) {
             step.ok = false;
             step.problems
                 .push(format!("{version} re-apply failed: {}", message(&sub)));
-            return stop(report, steps, step, sub);
+            return stop(report, steps, step, sub, failures);
         }
         let reapplied = migrator.snapshot().await?;
         let found = compare(&applied, &reapplied);
-        step.problems.extend(
-            found
-                .iter()
-                .map(|d| sentence(&version, Pass::Reapply, d)),
-        );
+        step.problems
+            .extend(found.iter().map(|d| sentence(&version, Pass::Reapply, d)));
         step.reapply_drift = found.iter().map(Difference::to_item).collect();
         step.ok = step.problems.is_empty();
         failures.extend(step.problems.iter().cloned());
         steps.push(step);
         previous = version;
     }
-    let count = failures.len();
+    report.verify = Some(steps);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(round_trip_error(&failures))
+    }
+}
+
+/// The error of a verify whose round trips found differences.
+fn round_trip_error(failures: &[String]) -> Error {
     let mut summary = failures
         .iter()
         .take(3)
         .cloned()
         .collect::<Vec<_>>()
         .join("; ");
-    if count > 3 {
+    if failures.len() > 3 {
         summary.push_str("; ...");
     }
-    report.verify = Some(steps);
-    if count > 0 {
-        return Err(Error::Drift {
-            reference: "the schema before each migration (after its rollback) and after it (after the re-apply)".into(),
-            context: "verify".into(),
-            count,
-            summary,
-            next: "fix the rollback scripts (or migrations) named above; `slipway verify` tries them again".into(),
-        });
+    Error::Drift {
+        reference: "the schema before each migration (after its rollback) and after it (after the re-apply)".into(),
+        context: "verify".into(),
+        count: failures.len(),
+        summary,
+        next: "fix the rollback scripts (or migrations) named above; `slipway verify` tries them again".into(),
     }
-    Ok(())
 }
 
 /// A sub-run's report, or it as a failure.
@@ -182,15 +182,23 @@ fn succeeded(report: Report) -> std::result::Result<Report, Report> {
 }
 
 /// End the round trips at a step that failed to run: the database state is
-/// no longer the one the next migration expects.
+/// no longer the one the next migration expects. When differences came
+/// before (a rollback that left an object makes the re-apply fail), they
+/// are the cause and the error names them; else the run's own error.
 fn stop(
     report: &mut Report,
     mut steps: Vec<VerifyStep>,
     step: VerifyStep,
     sub: Report,
+    mut failures: Vec<String>,
 ) -> Result<()> {
+    let found_before = !failures.is_empty() || step.problems.len() > 1;
+    failures.extend(step.problems.iter().cloned());
     steps.push(step);
     report.verify = Some(steps);
+    if found_before {
+        return Err(round_trip_error(&failures));
+    }
     report.success = false;
     report.error = sub.error;
     Ok(())
@@ -228,12 +236,12 @@ fn sentence(version: &str, pass: Pass, d: &Difference) -> String {
     let (what, object) = (d.object_type, &d.object);
     match (pass, d.kind.change()) {
         (Pass::Rollback, Change::Extra) => format!("{version} rollback leaves {what} {object}"),
-        (Pass::Rollback, Change::Missing) => format!(
-            "{version} rollback removes {what} {object}, which was there before {version}"
-        ),
-        (Pass::Reapply, Change::Extra) => format!(
-            "{version} re-apply creates {what} {object}, which the first apply did not"
-        ),
+        (Pass::Rollback, Change::Missing) => {
+            format!("{version} rollback removes {what} {object}, which was there before {version}")
+        }
+        (Pass::Reapply, Change::Extra) => {
+            format!("{version} re-apply creates {what} {object}, which the first apply did not")
+        }
         (Pass::Reapply, Change::Missing) => {
             format!("{version} re-apply does not create {what} {object}, which the first apply did")
         }

@@ -303,13 +303,21 @@ mod tests {
                 "status",
             ),
             (json!({"action":"rollback"}), "needs \"to\"", "rollback"),
-            (json!({"action":"rollback","to":null}), "needs \"to\"", "rollback"),
+            (
+                json!({"action":"rollback","to":null}),
+                "needs \"to\"",
+                "rollback",
+            ),
             (
                 json!({"action":"rollback","to":"v3"}),
                 "made of digits",
                 "rollback",
             ),
-            (json!({"action":"rollback","to":3}), "malformed event", "rollback"),
+            (
+                json!({"action":"rollback","to":3}),
+                "malformed event",
+                "rollback",
+            ),
             (json!("apply"), "not a JSON object", "unknown"),
             (json!(null), "not a JSON object", "unknown"),
             (json!([{"action":"apply"}]), "not a JSON object", "unknown"),
