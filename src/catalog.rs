@@ -1242,4 +1242,55 @@ mod tests {
         assert_eq!(error.code().as_str(), "config");
         assert!(error.to_string().contains("slipway snapshot"), "{error}");
     }
+
+    #[test]
+    fn key_parts_undo_the_quoting() {
+        assert_eq!(key_parts("public.users"), ["public", "users"]);
+        assert_eq!(key_parts("\"My.Schema\".\"a\"\"b\""), ["My.Schema", "a\"b"]);
+        for (schema, name) in [("public", "Odd Name"), ("s.x", "t")] {
+            assert_eq!(key_parts(&qualified(schema, name)), [schema, name]);
+        }
+    }
+
+    #[test]
+    fn created_objects_are_listed_and_found_again() {
+        let relation = |kind: &str| Relation {
+            kind: kind.into(),
+            unlogged: false,
+            row_security: false,
+            force_row_security: false,
+            partition_key: None,
+            partition_bound: None,
+            inherits: Vec::new(),
+            definition: None,
+            owner: "o".into(),
+            acl: None,
+            columns: BTreeMap::new(),
+            constraints: BTreeMap::new(),
+            indexes: BTreeMap::new(),
+            triggers: BTreeMap::new(),
+        };
+        let mut before = Snapshot::empty(&["public".to_owned()]);
+        before
+            .relations
+            .insert("public.t".into(), relation("table"));
+        let mut after = before.clone();
+        after.relations.insert("public.v".into(), relation("view"));
+        after.relations.get_mut("public.t").unwrap().indexes.insert(
+            "t_x_idx".into(),
+            Index {
+                definition: "CREATE INDEX t_x_idx ON public.t USING btree (x)".into(),
+                valid: true,
+            },
+        );
+        let created = after.created_since(&before);
+        let names: Vec<(&str, &str)> = created
+            .iter()
+            .map(|o| (o.kind.as_str(), o.object.as_str()))
+            .collect();
+        assert_eq!(names, [("index", "public.t_x_idx"), ("view", "public.v")]);
+        assert!(created.iter().all(|o| after.holds(o)));
+        assert!(created.iter().all(|o| !before.holds(o)));
+        assert!(before.created_since(&after).is_empty());
+    }
 }

@@ -1104,3 +1104,46 @@ fn status_rows(set: &MigrationSet, rows: &[HistoryRow], plan: &Plan) -> Vec<Migr
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrations::SourceFile;
+
+    #[test]
+    fn no_transaction_steps_cut_the_run_into_transactions() {
+        let set = MigrationSet::from_files(
+            [
+                ("0001_a.sql", "select 1;"),
+                ("0002_b.sql", "select 2;"),
+                ("0003_c.sql", "-- slipway:no-transaction\nselect 3;"),
+                ("0004_d.sql", "-- slipway:no-transaction\nselect 4;"),
+                ("0005_e.sql", "select 5;"),
+            ]
+            .map(|(path, sql)| SourceFile {
+                path: path.to_owned(),
+                contents: sql.as_bytes().to_vec().into(),
+            }),
+        )
+        .unwrap();
+        let steps: Vec<&Migration> = set.versioned().iter().collect();
+        let cut = |steps: &[&Migration], prelude| -> Vec<(std::ops::Range<usize>, bool)> {
+            segments(steps, prelude)
+                .into_iter()
+                .map(|s| (s.range, s.alone))
+                .collect()
+        };
+        assert_eq!(
+            cut(&steps, false),
+            [(0..2, false), (2..3, true), (3..4, true), (4..5, false)]
+        );
+        // Objects to drop first need a transaction before a leading
+        // no-transaction step.
+        assert_eq!(
+            cut(&steps[2..], true),
+            [(0..0, false), (0..1, true), (1..2, true), (2..3, false)]
+        );
+        assert_eq!(cut(&steps[..2], true), [(0..2, false)]);
+        assert!(cut(&[], false).is_empty());
+    }
+}

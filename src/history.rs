@@ -1156,4 +1156,38 @@ mod tests {
         assert_eq!(key, History::new("slipway").unwrap().lock_key());
         assert_ne!(key, History::new("other").unwrap().lock_key());
     }
+
+    #[test]
+    fn an_index_is_named_as_a_whole_word_only() {
+        let sql = "CREATE UNIQUE INDEX CONCURRENTLY t_email_key ON t (email);";
+        assert!(names_identifier(sql, "t_email_key"));
+        assert!(names_identifier(sql, "T_EMAIL_KEY"));
+        assert!(!names_identifier(sql, "email_key"));
+        assert!(!names_identifier(sql, "t_email"));
+        assert!(names_identifier("CREATE INDEX \"Odd\" ON t (x)", "odd"));
+    }
+
+    #[test]
+    fn owned_objects_are_dropped_dependents_first_never_cascading() {
+        let owned = |kind: &str, object: &str, table: Option<&str>| OwnedObject {
+            kind: kind.into(),
+            object: object.into(),
+            table: table.map(Into::into),
+        };
+        let sql = drop_owned_sql(&[
+            owned("function", "public.total(integer,integer)", None),
+            owned("view", "public.t_totals", None),
+            owned("view", "public.\"Big\"", None),
+            owned("trigger", "t_touch", Some("public.t")),
+            owned("domain", "public.email", None),
+        ]);
+        assert_eq!(
+            sql,
+            "DROP TRIGGER IF EXISTS \"t_touch\" ON \"public\".\"t\";\n\
+             DROP VIEW IF EXISTS \"public\".\"t_totals\", \"public\".\"Big\";\n\
+             DROP ROUTINE IF EXISTS public.total(integer,integer);\n\
+             DROP DOMAIN IF EXISTS \"public\".\"email\";\n"
+        );
+        assert!(!sql.contains("CASCADE"));
+    }
 }

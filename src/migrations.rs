@@ -608,4 +608,33 @@ mod tests {
         assert!(d.no_transaction);
         assert!(!d.allow_destructive);
     }
+
+    #[test]
+    fn a_rollback_script_becomes_a_rollback_step_with_its_directives() {
+        let set = MigrationSet::from_files([
+            file("0001_index.sql", "CREATE INDEX i ON t (c);\n"),
+            file(
+                "0001_index_rollback.sql",
+                "-- slipway:no-transaction\nDROP INDEX CONCURRENTLY i;\n",
+            ),
+        ])
+        .unwrap();
+        let step = set.versioned()[0].rollback_step().unwrap();
+        assert_eq!(step.kind, MigrationKind::Rollback);
+        assert_eq!(step.kind.as_str(), "rollback");
+        assert_eq!(step.version_str(), Some("0001"));
+        assert_eq!(step.script, "0001_index_rollback.sql");
+        assert!(step.directives.no_transaction);
+        assert!(step.rollback.is_none());
+    }
+
+    #[test]
+    fn a_repeatable_script_cannot_be_no_transaction() {
+        let err = MigrationSet::from_files([file(
+            "repeatable/v.sql",
+            "-- slipway:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (c);\n",
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("no-transaction"), "{err}");
+    }
 }

@@ -92,7 +92,7 @@ async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
             ..ApplyOptions::default()
         };
         let before = migrator.snapshot().await?;
-        if let Err(sub) = succeeded(migrator.apply(&apply).await) {
+        if let Some(sub) = failed(migrator.apply(&apply).await) {
             step.ok = false;
             step.problems
                 .push(format!("{version} apply failed: {}", message(&sub)));
@@ -117,7 +117,7 @@ async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
             to: previous.clone(),
             ..RollbackOptions::default()
         };
-        if let Err(sub) = succeeded(migrator.rollback(&rollback).await) {
+        if let Some(sub) = failed(migrator.rollback(&rollback).await) {
             step.ok = false;
             step.problems
                 .push(format!("{version} rollback failed: {}", message(&sub)));
@@ -128,7 +128,7 @@ async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
         step.problems
             .extend(found.iter().map(|d| sentence(&version, Pass::Rollback, d)));
         step.rollback_drift = found.iter().map(Difference::to_item).collect();
-        if let Err(sub) = succeeded(migrator.apply(&apply).await) {
+        if let Some(sub) = failed(migrator.apply(&apply).await) {
             step.ok = false;
             step.problems
                 .push(format!("{version} re-apply failed: {}", message(&sub)));
@@ -172,13 +172,9 @@ fn round_trip_error(failures: &[String]) -> Error {
     }
 }
 
-/// A sub-run's report, or it as a failure.
-fn succeeded(report: Report) -> std::result::Result<Report, Report> {
-    if report.success {
-        Ok(report)
-    } else {
-        Err(report)
-    }
+/// A sub-run's report when it failed.
+fn failed(report: Report) -> Option<Report> {
+    (!report.success).then_some(report)
 }
 
 /// End the round trips at a step that failed to run: the database state is
