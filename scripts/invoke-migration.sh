@@ -5,6 +5,7 @@
 #
 #   scripts/invoke-migration.sh validate
 #   scripts/invoke-migration.sh apply [--dry-run] [--to 0005]
+#   scripts/invoke-migration.sh rollback --to 0003 [--dry-run]
 #   scripts/invoke-migration.sh --payload '{"action":"status"}'
 #
 # Options (before or after the action):
@@ -46,7 +47,7 @@ done
 
 [ -n "$function_name" ] || die "no function: set SLIPWAY_FUNCTION or pass --function NAME"
 if [ -z "$payload" ]; then
-  [ -n "$action" ] || die "say what to do: validate, apply, status (see --help)"
+  [ -n "$action" ] || die "say what to do: validate, apply, rollback, status (see --help)"
   # Actions and versions are plain words; refuse anything that would need
   # JSON escaping rather than escape it by hand.
   [[ "$action" =~ ^[a-z-]+$ ]] || die "'$action' is not an action"

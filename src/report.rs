@@ -232,7 +232,12 @@ impl Report {
         let database = self.database.as_deref().unwrap_or("?");
         let current = self.current_version.as_deref().unwrap_or("none");
         let target = self.target_version.as_deref().unwrap_or("none");
-        if self.database.is_some() {
+        if self.action == "verify" {
+            let _ = writeln!(
+                out,
+                "verify on the throw-away database {database} (dropped afterwards)"
+            );
+        } else if self.database.is_some() {
             let _ = writeln!(
                 out,
                 "{}{} on database {database}: current version {current}, target {target}",
