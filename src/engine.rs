@@ -377,9 +377,11 @@ impl Migrator {
                 &history,
                 &state,
                 &plan,
-                options.allow_drift,
                 report,
-                "nothing was applied; undo the out-of-band change (slipway validate lists it), or rerun with --allow-drift to apply anyway and accept the live schema",
+                &DriftPolicy {
+                    allow_drift: options.allow_drift,
+                    next: "nothing was applied; undo the out-of-band change (slipway validate lists it), or rerun with --allow-drift to apply anyway and accept the live schema",
+                },
             )
             .await?;
         if plan.pending.is_empty() {
@@ -476,16 +478,14 @@ impl Migrator {
     /// Compare the live schema with the database's reference before changing
     /// anything; drift stops the run unless `allow_drift`. Returns whether
     /// drift was found and accepted.
-    #[allow(clippy::too_many_arguments)]
     async fn check_reference_drift(
         &self,
         client: &Client,
         history: &History,
         state: &HistoryState,
         plan: &Plan<'_>,
-        allow_drift: bool,
         report: &mut Report,
-        next: &str,
+        policy: &DriftPolicy,
     ) -> Result<bool> {
         let Some(drift) = self.reference_drift(client, history, state, plan).await? else {
             return Ok(false);
@@ -503,7 +503,7 @@ impl Migrator {
         }
         report.drift = items(&found);
         report.schema_valid = false;
-        if !allow_drift {
+        if !policy.allow_drift {
             return Err(drift_error(
                 drift.reference,
                 if report.action == "rollback" {
@@ -512,7 +512,7 @@ impl Migrator {
                     "schema drift before applying"
                 },
                 &report.drift,
-                next,
+                policy.next,
             ));
         }
         tracing::warn!(
@@ -591,9 +591,11 @@ impl Migrator {
             &history,
             &state,
             &plan,
-            options.allow_drift,
             report,
-            "nothing was rolled back; undo the out-of-band change (slipway validate lists it), or rerun with --allow-drift",
+            &DriftPolicy {
+                allow_drift: options.allow_drift,
+                next: "nothing was rolled back; undo the out-of-band change (slipway validate lists it), or rerun with --allow-drift",
+            },
         )
         .await?;
 
@@ -825,6 +827,14 @@ impl Migrator {
             "retry loop ended without an outcome".into(),
         ))
     }
+}
+
+/// What to do about drift found before a run changes anything.
+struct DriftPolicy {
+    /// Go ahead anyway (`--allow-drift`).
+    allow_drift: bool,
+    /// The error's last words: what happened and what to do next.
+    next: &'static str,
 }
 
 /// The steps of an apply or a rollback, decided.
