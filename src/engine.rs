@@ -541,6 +541,7 @@ impl Migrator {
         fill_from_plan(report, &state, &plan);
         report.target_version = Some(to.to_string());
         report.rolled_back = Some(Vec::new());
+        report.schema_valid = plan.is_clean();
         plan.check_applicable()?;
 
         let applied: Vec<Version> = plan
