@@ -1,6 +1,13 @@
-//! The orchestrator: `validate`, `apply` and `status` against one target,
-//! each returning a [`Report`] — also when it fails, so the caller always has
-//! what was found before the failure.
+//! The orchestrator: `validate`, `apply`, `rollback` and `status` against
+//! one target, each returning a [`Report`] — also when it fails, so the
+//! caller always has what was found before the failure.
+//!
+//! `apply` and `rollback` share one executor: the steps (migrations, or
+//! rollback scripts newest first) run in one transaction each stretch, cut
+//! by `-- slipway:no-transaction` steps that run alone in between; the same
+//! lock-timeout retries, the same expected-snapshot check before the last
+//! commit. A rollback first drops the objects the repeatable scripts
+//! created, which every apply that runs them records.
 //!
 //! It decides with [`crate::plan`] and [`crate::drift`] and touches the
 //! database only through [`crate::history`] and [`crate::catalog`]; it never

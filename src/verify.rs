@@ -164,7 +164,7 @@ fn round_trip_error(failures: &[String]) -> Error {
         summary.push_str("; ...");
     }
     Error::Drift {
-        reference: "the schema before each migration (after its rollback) and after it (after the re-apply)".into(),
+        reference: "the schemas the migrations build".into(),
         context: "verify".into(),
         count: failures.len(),
         summary,
