@@ -692,9 +692,8 @@ impl Migrator {
                 let result = self
                     .with_retries(|| async {
                         let left = history
-                            .drop_invalid_leftovers(client, step, schemas)
-                            .await
-                            .map_err(BatchError::Failed)?;
+                            .drop_invalid_leftovers(client, step, &batch_options, schemas)
+                            .await?;
                         if let Ok(mut all) = dropped.lock() {
                             all.extend(left);
                         }

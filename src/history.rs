@@ -13,6 +13,14 @@
 //! after the history read (validate, the lock) and at the end of the batch,
 //! so the drift check adds no round trip. The snapshot taken at the end of
 //! the batch is stored in `<schema>.schema_snapshot` with the `COMMIT`.
+//!
+//! A batch of rollback scripts is the same batch (history rows of kind
+//! `rollback`), preceded by dropping what the repeatable scripts created;
+//! a batch that runs repeatable scripts also reads the catalog just before
+//! them, so that what they create is recorded in
+//! `<schema>.repeatable_objects` with the `COMMIT`. A `-- slipway:no-transaction`
+//! migration is the exception to "one message": it cannot run in a
+//! transaction, so [`History::run_alone`] sends it statement by statement.
 
 use std::time::Duration;
 
@@ -571,25 +579,60 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
     /// migration owns them; `IF NOT EXISTS` would otherwise keep the broken
     /// index, and a plain `CREATE INDEX` would fail on its name. Returns
     /// them as `schema.name`.
+    ///
+    /// `DROP INDEX CONCURRENTLY` waits for the transactions that use the
+    /// table, so it runs under the migration's `lock_timeout` too, and a
+    /// timeout is retried like one.
     pub async fn drop_invalid_leftovers(
         &self,
         client: &Client,
         step: &Migration,
+        options: &BatchOptions,
         schemas: &[String],
-    ) -> Result<Vec<String>> {
+    ) -> std::result::Result<Vec<String>, BatchError> {
         let mut dropped = Vec::new();
-        for (schema, name) in invalid_indexes(client, schemas).await? {
-            if !names_identifier(&step.sql, &name) {
-                continue;
-            }
+        let leftovers: Vec<(String, String)> = invalid_indexes(client, schemas)
+            .await
+            .map_err(BatchError::Failed)?
+            .into_iter()
+            .filter(|(_, name)| names_identifier(&step.sql, name))
+            .collect();
+        if leftovers.is_empty() {
+            return Ok(dropped);
+        }
+        let session = |sql: String, context: &'static str| async move {
+            client
+                .simple_query(&sql)
+                .await
+                .map(|_| ())
+                .map_err(|e| BatchError::Failed(database_error(context, &e)))
+        };
+        session(
+            format!("SET lock_timeout = {}", options.lock_timeout.as_millis()),
+            "setting lock_timeout",
+        )
+        .await?;
+        for (schema, name) in leftovers {
             let index = format!("{}.{}", quote_identifier(&schema), quote_identifier(&name));
             tracing::warn!(index = %index, script = %step.script, "dropping the INVALID index a failed run of this migration left");
-            client
+            let outcome = client
                 .simple_query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
-                .await
-                .map_err(|e| database_error(&format!("dropping the INVALID index {index}"), &e))?;
+                .await;
+            if let Err(e) = outcome {
+                let _ = client.simple_query("RESET lock_timeout").await;
+                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                    return Err(BatchError::LockTimeout(format!(
+                        "dropping the INVALID index {index}: {e}"
+                    )));
+                }
+                return Err(BatchError::Failed(database_error(
+                    &format!("dropping the INVALID index {index}"),
+                    &e,
+                )));
+            }
             dropped.push(catalog::qualified(&schema, &name));
         }
+        session("RESET lock_timeout".to_owned(), "resetting lock_timeout").await?;
         Ok(dropped)
     }
 
