@@ -230,6 +230,51 @@ async fn a_target_that_is_not_applied_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_or_a_modified_file_stops_the_rollback_before_it_changes_anything() {
+    let db = TestDb::new("rollback_drift").await;
+    let dir = copy_example_migrations();
+    let migrator = db.migrator(dir.path());
+    assert!(migrator.apply(&ApplyOptions::default()).await.success);
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE hand_made (id int)")
+        .await
+        .unwrap();
+    let before = db.snapshot().await;
+
+    let report = migrator.rollback(&back_to("0003")).await;
+    assert_eq!(error_code(&report), "drift", "{}", report.to_json());
+    assert!(
+        report
+            .drift
+            .iter()
+            .any(|d| d.kind == "extra_table" && d.object == "public.hand_made"),
+        "{}",
+        report.to_json()
+    );
+    assert_eq!(db.snapshot().await, before);
+
+    db.client()
+        .await
+        .batch_execute("DROP TABLE hand_made")
+        .await
+        .unwrap();
+    let before = db.snapshot().await;
+    let file = dir.path().join("0002_create_tree_nodes.sql");
+    let mut sql = std::fs::read_to_string(&file).unwrap();
+    sql.push_str("-- edited after it ran\n");
+    std::fs::write(&file, sql).unwrap();
+    let report = db.migrator(dir.path()).rollback(&back_to("0001")).await;
+    assert_eq!(
+        error_code(&report),
+        "checksum_mismatch",
+        "{}",
+        report.to_json()
+    );
+    assert_eq!(db.snapshot().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_rollback_script_leaves_everything_as_it_was() {
     let db = TestDb::new("rollback_fails").await;
     let dir = migrations_dir(&[

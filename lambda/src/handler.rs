@@ -197,6 +197,12 @@ fn log_outcome(request_id: &str, job_id: Option<&str>, report: &Report) {
         .iter()
         .map(|m| m.version.as_deref().unwrap_or(m.script.as_str()))
         .collect();
+    let rolled_back: Vec<&str> = report
+        .rolled_back
+        .iter()
+        .flatten()
+        .filter_map(|m| m.version.as_deref())
+        .collect();
     let error_code = report.error.as_ref().map(|e| e.code.as_str());
     if report.success {
         tracing::info!(
@@ -208,6 +214,7 @@ fn log_outcome(request_id: &str, job_id: Option<&str>, report: &Report) {
             schema_valid = report.schema_valid,
             current_version = report.current_version.as_deref(),
             applied = ?applied,
+            rolled_back = ?rolled_back,
             pending = report.pending.len(),
             duration_ms = report.duration_ms,
             "invocation finished"
