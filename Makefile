@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLIPWAY := $(or $(CARGO_TARGET_DIR),target)/release/slipway
 
-.PHONY: setup build run test lint fmt bench snapshot lambda template clean-local
+.PHONY: setup build run test lint fmt bench snapshot verify lambda template clean-local
 
 setup:
 	@bash scripts/setup.sh
@@ -59,6 +59,11 @@ template:
 ## (`make test` fails while it is stale).
 snapshot: build
 	$(SLIPWAY) snapshot --out migrations/schema.snapshot.json
+
+## Apply, roll back and re-apply each migration of migrations/ on a
+## throw-away database (`make test` runs the same check: tests/verify.rs).
+verify: build
+	$(SLIPWAY) verify
 
 clean-local:
 	-$(SLIPWAY) local stop

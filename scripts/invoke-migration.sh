@@ -7,6 +7,7 @@
 #   scripts/invoke-migration.sh validate
 #   scripts/invoke-migration.sh apply [--dry-run] [--to 0005]
 #   scripts/invoke-migration.sh migrate [--dry-run] [--to 0005]
+#   scripts/invoke-migration.sh rollback --to 0003 [--dry-run]
 #   scripts/invoke-migration.sh --payload '{"action":"status"}'
 #
 # `migrate` is the pipeline's step after a deploy: validate; when the report
@@ -61,7 +62,7 @@ event() {
 }
 
 if [ -z "$payload" ]; then
-  [ -n "$action" ] || die "say what to do: validate, apply, migrate, status (see --help)"
+  [ -n "$action" ] || die "say what to do: validate, apply, migrate, rollback, status (see --help)"
   [[ "$action" =~ ^[a-z-]+$ ]] || die "'$action' is not an action"
   [ -z "$to" ] || [[ "$to" =~ ^[0-9]+$ ]] ||
     die "--to takes a version made of digits, like 0005"

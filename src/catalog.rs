@@ -301,6 +301,122 @@ impl Snapshot {
     }
 }
 
+/// An object a repeatable script created. Repeatable scripts are written
+/// against the latest schema, so a rollback drops these first (a view over a
+/// table a rollback script drops would otherwise block it) and the next
+/// apply to the latest version creates them again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OwnedObject {
+    /// `view`, `materialized view`, `table`, `partitioned table`, `foreign
+    /// table`, `index`, `trigger`, `function`, `sequence`, `type` or `domain`.
+    pub kind: String,
+    /// As keyed in a [`Snapshot`]: `schema.name`, or a function's signature.
+    pub object: String,
+    /// The table (`schema.name`) of a trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+impl Snapshot {
+    /// The objects present here and absent from `before`: what the scripts
+    /// run in between created. Indexes and triggers of a created table come
+    /// with it and are not listed apart.
+    pub fn created_since(&self, before: &Snapshot) -> Vec<OwnedObject> {
+        let mut out = Vec::new();
+        let owned = |kind: &str, object: &str, table: Option<&str>| OwnedObject {
+            kind: kind.to_owned(),
+            object: object.to_owned(),
+            table: table.map(str::to_owned),
+        };
+        for (name, relation) in &self.relations {
+            let Some(old) = before.relations.get(name) else {
+                out.push(owned(&relation.kind, name, None));
+                continue;
+            };
+            let schema = key_parts(name).into_iter().next().unwrap_or_default();
+            for index in relation.indexes.keys() {
+                if !old.indexes.contains_key(index) {
+                    let index_name = key_parts(index).into_iter().next().unwrap_or_default();
+                    out.push(owned("index", &qualified(&schema, &index_name), None));
+                }
+            }
+            for trigger in relation.triggers.keys() {
+                if !old.triggers.contains_key(trigger) {
+                    out.push(owned("trigger", trigger, Some(name)));
+                }
+            }
+        }
+        for name in self.functions.keys() {
+            if !before.functions.contains_key(name) {
+                out.push(owned("function", name, None));
+            }
+        }
+        for name in self.sequences.keys() {
+            if !before.sequences.contains_key(name) {
+                out.push(owned("sequence", name, None));
+            }
+        }
+        for (name, def) in &self.types {
+            if !before.types.contains_key(name) {
+                let kind = if def.kind == "domain" {
+                    "domain"
+                } else {
+                    "type"
+                };
+                out.push(owned(kind, name, None));
+            }
+        }
+        out
+    }
+
+    /// Whether `object` exists in this snapshot.
+    pub fn holds(&self, object: &OwnedObject) -> bool {
+        match object.kind.as_str() {
+            "index" => {
+                let parts = key_parts(&object.object);
+                let (Some(schema), Some(name)) = (parts.first(), parts.get(1)) else {
+                    return false;
+                };
+                let prefix = format!("{}.", ident(schema));
+                self.relations
+                    .iter()
+                    .filter(|(key, _)| key.starts_with(&prefix))
+                    .any(|(_, r)| r.indexes.contains_key(&ident(name)))
+            }
+            "trigger" => object
+                .table
+                .as_ref()
+                .and_then(|t| self.relations.get(t))
+                .is_some_and(|r| r.triggers.contains_key(&object.object)),
+            "function" => self.functions.contains_key(&object.object),
+            "sequence" => self.sequences.contains_key(&object.object),
+            "type" | "domain" => self.types.contains_key(&object.object),
+            _ => self.relations.contains_key(&object.object),
+        }
+    }
+}
+
+/// The unquoted parts of a dotted key written with [`ident`] / [`qualified`].
+pub fn key_parts(key: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut chars = key.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                current.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+}
+
 /// The catalog queries for one set of managed schemas.
 #[derive(Debug, Clone)]
 pub struct CatalogQuery {
@@ -317,7 +433,7 @@ impl CatalogQuery {
         let mut schemas = schemas.to_vec();
         schemas.sort();
         schemas.dedup();
-        let excluded = ["history", "schema_snapshot"]
+        let excluded = ["history", "schema_snapshot", "repeatable_objects"]
             .iter()
             .map(|table| qualified(history_schema, table))
             .collect();
@@ -1125,5 +1241,56 @@ mod tests {
         let error = Snapshot::from_json("{", "migrations/schema.snapshot.json").unwrap_err();
         assert_eq!(error.code().as_str(), "config");
         assert!(error.to_string().contains("slipway snapshot"), "{error}");
+    }
+
+    #[test]
+    fn key_parts_undo_the_quoting() {
+        assert_eq!(key_parts("public.users"), ["public", "users"]);
+        assert_eq!(key_parts("\"My.Schema\".\"a\"\"b\""), ["My.Schema", "a\"b"]);
+        for (schema, name) in [("public", "Odd Name"), ("s.x", "t")] {
+            assert_eq!(key_parts(&qualified(schema, name)), [schema, name]);
+        }
+    }
+
+    #[test]
+    fn created_objects_are_listed_and_found_again() {
+        let relation = |kind: &str| Relation {
+            kind: kind.into(),
+            unlogged: false,
+            row_security: false,
+            force_row_security: false,
+            partition_key: None,
+            partition_bound: None,
+            inherits: Vec::new(),
+            definition: None,
+            owner: "o".into(),
+            acl: None,
+            columns: BTreeMap::new(),
+            constraints: BTreeMap::new(),
+            indexes: BTreeMap::new(),
+            triggers: BTreeMap::new(),
+        };
+        let mut before = Snapshot::empty(&["public".to_owned()]);
+        before
+            .relations
+            .insert("public.t".into(), relation("table"));
+        let mut after = before.clone();
+        after.relations.insert("public.v".into(), relation("view"));
+        after.relations.get_mut("public.t").unwrap().indexes.insert(
+            "t_x_idx".into(),
+            Index {
+                definition: "CREATE INDEX t_x_idx ON public.t USING btree (x)".into(),
+                valid: true,
+            },
+        );
+        let created = after.created_since(&before);
+        let names: Vec<(&str, &str)> = created
+            .iter()
+            .map(|o| (o.kind.as_str(), o.object.as_str()))
+            .collect();
+        assert_eq!(names, [("index", "public.t_x_idx"), ("view", "public.v")]);
+        assert!(created.iter().all(|o| after.holds(o)));
+        assert!(created.iter().all(|o| !before.holds(o)));
+        assert!(before.created_since(&after).is_empty());
     }
 }

@@ -1,6 +1,13 @@
-//! The orchestrator: `validate`, `apply` and `status` against one target,
-//! each returning a [`Report`] — also when it fails, so the caller always has
-//! what was found before the failure.
+//! The orchestrator: `validate`, `apply`, `rollback` and `status` against
+//! one target, each returning a [`Report`] — also when it fails, so the
+//! caller always has what was found before the failure.
+//!
+//! `apply` and `rollback` share one executor: the steps (migrations, or
+//! rollback scripts newest first) run in one transaction each stretch, cut
+//! by `-- slipway:no-transaction` steps that run alone in between; the same
+//! lock-timeout retries, the same expected-snapshot check before the last
+//! commit. A rollback first drops the objects the repeatable scripts
+//! created, which every apply that runs them records.
 //!
 //! It decides with [`crate::plan`] and [`crate::drift`] and touches the
 //! database only through [`crate::history`] and [`crate::catalog`]; it never
@@ -16,12 +23,14 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::catalog::{self, CatalogQuery, Snapshot};
+use crate::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
 use crate::connect::{connect, ConnectOptions};
-use crate::drift::{diff, DiffOptions, Difference};
+use crate::drift::{diff, DiffOptions, Difference, DriftKind};
 use crate::error::{Error, Result};
-use crate::history::{BatchError, BatchOptions, History, HistoryState, OpenBatch};
-use crate::migrations::{Migration, MigrationSet, Version, EXPECTED_SNAPSHOT_FILE};
+use crate::history::{
+    names_identifier, BatchError, BatchOptions, BatchSteps, History, HistoryState,
+};
+use crate::migrations::{Migration, MigrationKind, MigrationSet, Version, EXPECTED_SNAPSHOT_FILE};
 use crate::plan::{plan, HistoryRow, Plan};
 use crate::report::{
     AppliedMigration, ChecksumMismatchItem, DriftItem, MigrationStatus, PendingMigration, Report,
@@ -98,6 +107,17 @@ pub struct ApplyOptions {
     pub allow_drift: bool,
 }
 
+/// Options of one `rollback`.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackOptions {
+    /// Undo every applied version above this one; `0` undoes them all.
+    pub to: String,
+    /// Run the rollback scripts, report, then roll the transaction back.
+    pub dry_run: bool,
+    /// Go ahead although the schema drifted from the recorded snapshot.
+    pub allow_drift: bool,
+}
+
 /// What the live schema is compared with.
 const RECORDED_REFERENCE: &str = "the snapshot recorded by the last apply";
 const EXPECTED_REFERENCE: &str = "the expected snapshot (schema.snapshot.json)";
@@ -152,6 +172,15 @@ impl Migrator {
         let started = Instant::now();
         let mut report = Report::new("apply", options.dry_run);
         let outcome = self.apply_into(&mut report, options).await;
+        finish(report, outcome, started)
+    }
+
+    /// Undo the applied versions above `options.to`, newest first, with
+    /// their rollback scripts, in one transaction under the advisory lock.
+    pub async fn rollback(&self, options: &RollbackOptions) -> Report {
+        let started = Instant::now();
+        let mut report = Report::new("rollback", options.dry_run);
+        let outcome = self.rollback_into(&mut report, options).await;
         finish(report, outcome, started)
     }
 
@@ -349,29 +378,19 @@ impl Migrator {
 
         // Someone changed the schema behind the migrations' back: running
         // more migrations on top would hide it, so stop unless told.
-        let mut drift_accepted = false;
-        if let Some(drift) = self
-            .reference_drift(&client, &history, &state, &plan)
-            .await?
-        {
-            if !drift.items.is_empty() {
-                report.drift = items(&drift.items);
-                report.schema_valid = false;
-                if !options.allow_drift {
-                    return Err(drift_error(
-                        drift.reference,
-                        "schema drift before applying",
-                        &report.drift,
-                        "nothing was applied; undo the out-of-band change (slipway validate lists it), or rerun with --allow-drift to apply anyway and accept the live schema",
-                    ));
-                }
-                tracing::warn!(
-                    items = drift.items.len(),
-                    "schema drift allowed by --allow-drift; the live schema becomes the recorded one"
-                );
-                drift_accepted = true;
-            }
-        }
+        let drift_accepted = self
+            .check_reference_drift(
+                &client,
+                &history,
+                &state,
+                &plan,
+                report,
+                &DriftPolicy {
+                    allow_drift: options.allow_drift,
+                    next: "nothing was applied; undo the out-of-band change (slipway validate lists it), or rerun with --allow-drift to apply anyway and accept the live schema",
+                },
+            )
+            .await?;
         if plan.pending.is_empty() {
             tracing::info!("nothing to apply");
             // A database with history but no recorded snapshot (migrated by
@@ -387,12 +406,6 @@ impl Migrator {
             }
             return Ok(());
         }
-        if let Some(m) = plan.pending.iter().find(|m| m.directives.no_transaction) {
-            return Err(Error::Config(format!(
-                "{} is marked -- slipway:no-transaction, which this version of slipway cannot run yet; apply it by hand or remove the directive",
-                m.script
-            )));
-        }
 
         // Parsed before anything runs: a broken file is a config error,
         // not a rolled-back migration.
@@ -402,88 +415,60 @@ impl Migrator {
         } else {
             None
         };
-
-        let batch_options = BatchOptions {
-            lock_timeout: self.settings.lock_timeout,
-            statement_timeout: self.settings.statement_timeout,
-            client: self.target.client.clone(),
+        let owned = if plan
+            .pending
+            .iter()
+            .any(|m| m.kind == MigrationKind::Repeatable)
+        {
+            Some(history.read_owned(&client).await?)
+        } else {
+            None
         };
-        let OpenBatch {
-            outcomes,
-            catalog: after,
-        } = self
-            .run_with_retries(
-                &client,
-                &history,
-                &plan.pending,
-                state.rows.is_none(),
-                &batch_options,
-                &query,
-            )
-            .await?;
-
-        if let (Some(before), Some(after)) = (&state.catalog, &after) {
-            let same_database = DiffOptions {
-                same_database: true,
-            };
-            report.schema_changes = Some(
-                diff(before, after, same_database)
-                    .iter()
-                    .map(Difference::to_change)
-                    .collect(),
-            );
+        let run = Run {
+            steps: plan.pending.clone(),
+            create_history: state.rows.is_none(),
+            drop_first: Vec::new(),
+            owned,
+            expected,
+            dry_run: options.dry_run,
+            allow_drift: options.allow_drift,
+        };
+        let mut executed = Executed::default();
+        let outcome = self
+            .execute(&client, &history, &run, report, &mut executed)
+            .await;
+        report.dropped_invalid_indexes = executed.dropped_invalid.clone();
+        if let (Some(before), Some(after)) = (&state.catalog, &executed.after) {
+            report.schema_changes = Some(changes(before, after));
         }
-        // What ships is what CI tested: the schema the migrations produced
-        // here, inside the still-open transaction, must be the one they
-        // produced in CI. A pre-existing object that a migration's
-        // IF NOT EXISTS skipped, or a hand-made change the migrations did
-        // not touch, shows up here — and nothing of it is committed.
-        if let (Some(expected), Some(after)) = (&expected, &after) {
-            let found = items(&diff(expected, after, DiffOptions::default()));
-            if !found.is_empty() {
-                for item in found {
-                    if !report.drift.contains(&item) {
-                        report.drift.push(item);
-                    }
+        if !options.dry_run {
+            report.applied = executed
+                .done
+                .iter()
+                .map(|&(index, ms)| done_item(run.steps[index], ms))
+                .collect();
+            for applied in &report.applied {
+                tracing::info!(script = %applied.script, duration_ms = applied.duration_ms, "applied");
+            }
+            if let Some(last) = executed
+                .done
+                .iter()
+                .filter_map(|&(index, _)| run.steps[index].version.as_ref())
+                .max()
+            {
+                if plan.current.as_ref().is_none_or(|current| last > current) {
+                    report.current_version = Some(last.to_string());
                 }
-                report.schema_valid = false;
-                if !options.allow_drift {
-                    history.rollback(&client).await?;
-                    return Err(drift_error(
-                        EXPECTED_REFERENCE,
-                        "schema drift after the migrations",
-                        &report.drift,
-                        "rolled back, nothing was applied; fix the conflicting objects, regenerate the snapshot if the migrations changed (slipway snapshot), or rerun with --allow-drift",
-                    ));
-                }
-                tracing::warn!("schema drift from the expected snapshot allowed by --allow-drift");
             }
         }
+        outcome?;
 
         if options.dry_run {
-            history.rollback(&client).await?;
             tracing::info!(
-                migrations = outcomes.len(),
+                migrations = executed.done.len(),
                 "dry run: all pending migrations ran and were rolled back"
             );
             return Ok(());
-        }
-        history
-            .commit(&client, after.as_ref(), &self.target.client)
-            .await?;
-        report.applied = plan
-            .pending
-            .iter()
-            .zip(&outcomes)
-            .map(|(m, outcome)| AppliedMigration {
-                version: m.version_str().map(str::to_owned),
-                description: m.description.clone(),
-                script: m.script.clone(),
-                duration_ms: outcome.execution_ms,
-            })
-            .collect();
-        for applied in &report.applied {
-            tracing::info!(script = %applied.script, duration_ms = applied.duration_ms, "applied");
         }
         // What stays pending after this run: versions above `--to`.
         let everything = self::plan(&rows, &self.set, None)?;
@@ -493,36 +478,347 @@ impl Migrator {
             .filter(|m| !plan.pending.iter().any(|done| done.script == m.script))
             .map(|m| pending_item(m))
             .collect();
-        if let Some(last) = plan.pending.iter().filter_map(|m| m.version.as_ref()).max() {
-            if plan.current.as_ref().is_none_or(|current| last > current) {
-                report.current_version = Some(last.to_string());
-            }
-        }
         report.schema_valid = report.pending.is_empty();
         Ok(())
     }
 
-    async fn run_with_retries(
+    /// Compare the live schema with the database's reference before changing
+    /// anything; drift stops the run unless `allow_drift`. Returns whether
+    /// drift was found and accepted.
+    async fn check_reference_drift(
         &self,
         client: &Client,
         history: &History,
-        steps: &[&Migration],
-        create_history: bool,
-        options: &BatchOptions,
-        catalog: &CatalogQuery,
-    ) -> Result<OpenBatch> {
+        state: &HistoryState,
+        plan: &Plan<'_>,
+        report: &mut Report,
+        policy: &DriftPolicy,
+    ) -> Result<bool> {
+        let Some(drift) = self.reference_drift(client, history, state, plan).await? else {
+            return Ok(false);
+        };
+        // An INVALID index that a pending no-transaction migration names is
+        // what its failed run left: the run drops it and tries again, so
+        // it does not stop the run (validate still lists it).
+        let found: Vec<Difference> = drift
+            .items
+            .into_iter()
+            .filter(|d| !is_leftover_of(d, &plan.pending))
+            .collect();
+        if found.is_empty() {
+            return Ok(false);
+        }
+        report.drift = items(&found);
+        report.schema_valid = false;
+        if !policy.allow_drift {
+            return Err(drift_error(
+                drift.reference,
+                if report.action == "rollback" {
+                    "schema drift before rolling back"
+                } else {
+                    "schema drift before applying"
+                },
+                &report.drift,
+                policy.next,
+            ));
+        }
+        tracing::warn!(
+            items = found.len(),
+            "schema drift allowed by --allow-drift; the live schema becomes the recorded one"
+        );
+        Ok(true)
+    }
+
+    async fn rollback_into(&self, report: &mut Report, options: &RollbackOptions) -> Result<()> {
+        let to = Version::parse(options.to.trim()).ok_or_else(|| {
+            Error::Config(format!(
+                "rollback target '{}' is not a version like 0003 (0 rolls back everything)",
+                options.to
+            ))
+        })?;
+        let everything = to.as_str().bytes().all(|b| b == b'0');
+        let (client, history) = self.open().await?;
+        let query = self.catalog_query();
+        let live = self.target.check_drift.then_some(&query);
+        let state = self
+            .read_with_retries(|| history.lock_and_read(&client, live))
+            .await?;
+        let rows = state.rows.clone().unwrap_or_default();
+        let plan = plan(&rows, &self.set, None)?;
+        fill_from_plan(report, &state, &plan);
+        report.target_version = Some(to.to_string());
+        report.rolled_back = Some(Vec::new());
+        report.schema_valid = plan.is_clean();
+        plan.check_applicable()?;
+
+        let applied: Vec<Version> = plan
+            .applied
+            .iter()
+            .filter_map(|row| row.version.as_deref().and_then(Version::parse))
+            .collect();
+        if !everything && !applied.contains(&to) {
+            return Err(Error::Config(match self.set.find(&to) {
+                None => format!("rollback target {to} is not among the migration files"),
+                Some(_) => format!(
+                    "version {to} is not applied (current version {}); roll back to an applied version, or to 0 for everything",
+                    plan.current.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
+                ),
+            }));
+        }
+        // Newest first: each script undoes its migration on the schema that
+        // the migrations after it have already been removed from.
+        let undo: Vec<&Migration> = applied
+            .iter()
+            .rev()
+            .filter(|v| **v > to)
+            .filter_map(|v| self.set.find(v))
+            .collect();
+        if undo.is_empty() {
+            tracing::info!("nothing to roll back");
+            report.schema_valid = plan.is_clean();
+            return Ok(());
+        }
+        let missing: Vec<&&Migration> = undo.iter().filter(|m| m.rollback.is_none()).collect();
+        if !missing.is_empty() {
+            return Err(Error::RollbackMissing {
+                versions: missing
+                    .iter()
+                    .filter_map(|m| m.version_str().map(str::to_owned))
+                    .collect(),
+                files: missing
+                    .iter()
+                    .map(|m| {
+                        let stem = m.script.strip_suffix(".sql").unwrap_or(&m.script);
+                        format!("{stem}_rollback.sql")
+                    })
+                    .collect(),
+            });
+        }
+        self.check_reference_drift(
+            &client,
+            &history,
+            &state,
+            &plan,
+            report,
+            &DriftPolicy {
+                allow_drift: options.allow_drift,
+                next: "nothing was rolled back; undo the out-of-band change (slipway validate lists it), or rerun with --allow-drift",
+            },
+        )
+        .await?;
+
+        let scripts: Vec<Migration> = undo.iter().filter_map(|m| m.rollback_step()).collect();
+        let run = Run {
+            steps: scripts.iter().collect(),
+            create_history: false,
+            drop_first: history.read_owned(&client).await?,
+            owned: None,
+            expected: None,
+            dry_run: options.dry_run,
+            allow_drift: options.allow_drift,
+        };
+        let mut executed = Executed::default();
+        let outcome = self
+            .execute(&client, &history, &run, report, &mut executed)
+            .await;
+        if let (Some(before), Some(after)) = (&state.catalog, &executed.after) {
+            report.schema_changes = Some(changes(before, after));
+        }
+        report.dropped_invalid_indexes = executed.dropped_invalid.clone();
+        report.rolled_back = Some(
+            executed
+                .done
+                .iter()
+                .map(|&(index, ms)| done_item(run.steps[index], ms))
+                .collect(),
+        );
+        outcome?;
+        if options.dry_run {
+            tracing::info!(
+                migrations = executed.done.len(),
+                "dry run: the rollback scripts ran and were undone"
+            );
+            return Ok(());
+        }
+        for script in &scripts {
+            tracing::info!(script = %script.script, "rolled back");
+        }
+        // The rolled-back versions and the repeatable scripts are pending again.
+        let rows = history.read(&client, None).await?.rows.unwrap_or_default();
+        let after = self::plan(&rows, &self.set, None)?;
+        fill_from_plan(report, &state, &after);
+        report.target_version = Some(to.to_string());
+        report.schema_valid = after.is_clean();
+        Ok(())
+    }
+
+    /// Run the steps of an apply or a rollback: consecutive transactional
+    /// steps in one transaction each, a `-- slipway:no-transaction` step
+    /// alone between them, all under the advisory lock the caller holds.
+    /// `executed` keeps what was committed, also when a later part fails.
+    async fn execute(
+        &self,
+        client: &Client,
+        history: &History,
+        run: &Run<'_>,
+        report: &mut Report,
+        executed: &mut Executed,
+    ) -> Result<()> {
+        if run.dry_run {
+            if let Some(m) = run.steps.iter().find(|m| m.directives.no_transaction) {
+                return Err(Error::Config(format!(
+                    "{} is marked -- slipway:no-transaction: it cannot run inside a transaction, so a dry run cannot try it and undo it; try it on a throw-away database with `slipway verify`",
+                    m.script
+                )));
+            }
+        }
+        let query = self.catalog_query();
+        let batch_options = BatchOptions {
+            lock_timeout: self.settings.lock_timeout,
+            statement_timeout: self.settings.statement_timeout,
+            client: self.target.client.clone(),
+        };
+        let parts = segments(&run.steps, !run.drop_first.is_empty());
+        let mut create_history = run.create_history;
+        let mut drop_first = &run.drop_first[..];
+        for (number, part) in parts.iter().enumerate() {
+            let last = number + 1 == parts.len();
+            if part.alone {
+                let step = run.steps[part.range.start];
+                let schemas = &self.target.managed_schemas;
+                let create = create_history;
+                // Kept across attempts and reported also when the step fails.
+                let dropped = std::sync::Mutex::new(Vec::new());
+                let result = self
+                    .with_retries(|| async {
+                        let left = history
+                            .drop_invalid_leftovers(client, step, &batch_options, schemas)
+                            .await?;
+                        if let Ok(mut all) = dropped.lock() {
+                            all.extend(left);
+                        }
+                        history
+                            .run_alone(client, step, create, &batch_options, &query, schemas)
+                            .await
+                    })
+                    .await;
+                executed
+                    .dropped_invalid
+                    .extend(dropped.into_inner().unwrap_or_default());
+                let alone = result?;
+                create_history = false;
+                executed
+                    .done
+                    .push((part.range.start, alone.outcome.execution_ms));
+                tracing::info!(script = %step.script, "ran outside a transaction and recorded");
+                if let (true, Some(expected)) = (last, &run.expected) {
+                    check_expected(expected, &alone.catalog, run.allow_drift, report).map_err(
+                        |found| {
+                            drift_error(
+                                EXPECTED_REFERENCE,
+                                "schema drift after the migrations",
+                                &found,
+                                "the last migration ran outside a transaction and stays applied; fix the conflicting objects with a new migration, or regenerate the snapshot if the migrations changed (slipway snapshot)",
+                            )
+                        },
+                    )?;
+                }
+                executed.after = Some(alone.catalog);
+                continue;
+            }
+            let steps = &run.steps[part.range.clone()];
+            let catalog_before = run.owned.as_ref().and_then(|_| {
+                steps
+                    .iter()
+                    .position(|m| m.kind == MigrationKind::Repeatable)
+            });
+            let batch = BatchSteps {
+                steps,
+                create_history,
+                drop_first,
+                catalog_before,
+            };
+            let open = self
+                .with_retries(|| history.run_batch(client, &batch, &batch_options, Some(&query)))
+                .await?;
+            // What the repeatables own now: what they created before, plus
+            // what they created here, less what no longer exists.
+            let owned = if !drop_first.is_empty() {
+                Some(Vec::new())
+            } else {
+                match (&run.owned, &open.catalog_before, &open.catalog) {
+                    (Some(previous), Some(before), Some(after)) => {
+                        let mut all = previous.clone();
+                        all.extend(after.created_since(before));
+                        all.retain(|o| after.holds(o));
+                        all.sort();
+                        all.dedup();
+                        Some(all)
+                    }
+                    _ => None,
+                }
+            };
+            create_history = false;
+            drop_first = &[];
+            // What ships is what CI tested: the schema the migrations
+            // produced here, inside the still-open transaction, must be the
+            // one they produced in CI. A pre-existing object that a
+            // migration's IF NOT EXISTS skipped, or a hand-made change the
+            // migrations did not touch, shows up here — and nothing of it
+            // is committed.
+            if let (true, Some(expected), Some(after)) = (last, &run.expected, &open.catalog) {
+                if let Err(found) = check_expected(expected, after, run.allow_drift, report) {
+                    history.rollback(client).await?;
+                    return Err(drift_error(
+                        EXPECTED_REFERENCE,
+                        "schema drift after the migrations",
+                        &found,
+                        "rolled back, nothing of this transaction was applied; fix the conflicting objects, regenerate the snapshot if the migrations changed (slipway snapshot), or rerun with --allow-drift",
+                    ));
+                }
+            }
+            let ran = open
+                .outcomes
+                .iter()
+                .enumerate()
+                .map(|(k, outcome)| (part.range.start + k, outcome.execution_ms));
+            if run.dry_run {
+                history.rollback(client).await?;
+                executed.done.extend(ran);
+                executed.after = open.catalog;
+                return Ok(());
+            }
+            history
+                .commit(
+                    client,
+                    open.catalog.as_ref(),
+                    owned.as_deref(),
+                    &self.target.client,
+                )
+                .await?;
+            executed.done.extend(ran);
+            executed.after = open.catalog;
+        }
+        Ok(())
+    }
+
+    /// Run `attempt` again while it fails on `lock_timeout`, with a doubling
+    /// backoff: the failed attempt was rolled back (or, for a no-transaction
+    /// migration, left only what the next attempt cleans up).
+    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, BatchError>>,
+    {
         let attempts = self.settings.lock_retries + 1;
         let mut backoff = self.settings.retry_backoff;
-        for attempt in 1..=attempts {
-            match history
-                .run_batch(client, steps, create_history, options, Some(catalog))
-                .await
-            {
-                Ok(open) => return Ok(open),
+        for number in 1..=attempts {
+            match attempt().await {
+                Ok(done) => return Ok(done),
                 Err(BatchError::Failed(error)) => return Err(error),
-                Err(BatchError::LockTimeout(message)) if attempt < attempts => {
+                Err(BatchError::LockTimeout(message)) if number < attempts => {
                     tracing::warn!(
-                        attempt,
+                        attempt = number,
                         retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                         "lock timeout ({message}); rolled back, retrying"
                     );
@@ -537,6 +833,135 @@ impl Migrator {
         Err(Error::Internal(
             "retry loop ended without an outcome".into(),
         ))
+    }
+}
+
+/// What to do about drift found before a run changes anything.
+struct DriftPolicy {
+    /// Go ahead anyway (`--allow-drift`).
+    allow_drift: bool,
+    /// The error's last words: what happened and what to do next.
+    next: &'static str,
+}
+
+/// The steps of an apply or a rollback, decided.
+struct Run<'a> {
+    steps: Vec<&'a Migration>,
+    /// Create the history table in the first transaction (a new database).
+    create_history: bool,
+    /// Objects the repeatable scripts created, dropped first (a rollback).
+    drop_first: Vec<OwnedObject>,
+    /// The recorded objects of the repeatable scripts, when the steps
+    /// include some: what they create is added.
+    owned: Option<Vec<OwnedObject>>,
+    /// Compare the schema after the last step with this before committing.
+    expected: Option<Snapshot>,
+    dry_run: bool,
+    allow_drift: bool,
+}
+
+/// What [`Migrator::execute`] ran.
+#[derive(Debug, Default)]
+struct Executed {
+    /// Index into [`Run::steps`] and execution time of each committed step
+    /// (in a dry run: each step that ran before the rollback).
+    done: Vec<(usize, i64)>,
+    /// The catalog after the last step that ran.
+    after: Option<Snapshot>,
+    /// INVALID indexes dropped before a no-transaction step ran again.
+    dropped_invalid: Vec<String>,
+}
+
+/// A stretch of steps run together: in one transaction, or one step alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    range: std::ops::Range<usize>,
+    alone: bool,
+}
+
+/// Cut `steps` at each no-transaction step. With `prelude` (objects to drop
+/// first), the first segment is a transaction even when it must be empty.
+fn segments(steps: &[&Migration], prelude: bool) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    if prelude && steps.first().is_some_and(|m| m.directives.no_transaction) {
+        out.push(Segment {
+            range: 0..0,
+            alone: false,
+        });
+    }
+    for (index, step) in steps.iter().enumerate() {
+        let alone = step.directives.no_transaction;
+        match out.last_mut() {
+            Some(last) if !alone && !last.alone && last.range.end == index => {
+                last.range.end = index + 1;
+            }
+            _ => out.push(Segment {
+                range: index..index + 1,
+                alone,
+            }),
+        }
+    }
+    out
+}
+
+/// Add the differences between `expected` and `after` to the report's
+/// drift; `Err` with them unless `allow_drift`.
+fn check_expected(
+    expected: &Snapshot,
+    after: &Snapshot,
+    allow_drift: bool,
+    report: &mut Report,
+) -> std::result::Result<(), Vec<DriftItem>> {
+    let found = items(&diff(expected, after, DiffOptions::default()));
+    if found.is_empty() {
+        return Ok(());
+    }
+    for item in found {
+        if !report.drift.contains(&item) {
+            report.drift.push(item);
+        }
+    }
+    report.schema_valid = false;
+    if allow_drift {
+        tracing::warn!("schema drift from the expected snapshot allowed by --allow-drift");
+        return Ok(());
+    }
+    Err(report.drift.clone())
+}
+
+/// Whether `d` is an INVALID index that a pending no-transaction migration
+/// names: what its failed run left, dropped before it runs again.
+fn is_leftover_of(d: &Difference, pending: &[&Migration]) -> bool {
+    if d.kind != DriftKind::ExtraIndex
+        || !d.actual.as_deref().is_some_and(|a| a.contains("INVALID"))
+    {
+        return false;
+    }
+    let name = crate::catalog::key_parts(&d.object)
+        .pop()
+        .unwrap_or_default();
+    pending
+        .iter()
+        .any(|m| m.directives.no_transaction && names_identifier(&m.sql, &name))
+}
+
+/// The schema changes between two catalogs of the same database.
+fn changes(before: &Snapshot, after: &Snapshot) -> Vec<crate::report::SchemaChange> {
+    let same_database = DiffOptions {
+        same_database: true,
+    };
+    diff(before, after, same_database)
+        .iter()
+        .map(Difference::to_change)
+        .collect()
+}
+
+fn done_item(m: &Migration, duration_ms: i64) -> AppliedMigration {
+    AppliedMigration {
+        version: m.version_str().map(str::to_owned),
+        description: m.description.clone(),
+        script: m.script.clone(),
+        duration_ms,
     }
 }
 
@@ -695,4 +1120,47 @@ fn status_rows(set: &MigrationSet, rows: &[HistoryRow], plan: &Plan) -> Vec<Migr
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrations::SourceFile;
+
+    #[test]
+    fn no_transaction_steps_cut_the_run_into_transactions() {
+        let set = MigrationSet::from_files(
+            [
+                ("0001_a.sql", "select 1;"),
+                ("0002_b.sql", "select 2;"),
+                ("0003_c.sql", "-- slipway:no-transaction\nselect 3;"),
+                ("0004_d.sql", "-- slipway:no-transaction\nselect 4;"),
+                ("0005_e.sql", "select 5;"),
+            ]
+            .map(|(path, sql)| SourceFile {
+                path: path.to_owned(),
+                contents: sql.as_bytes().to_vec().into(),
+            }),
+        )
+        .unwrap();
+        let steps: Vec<&Migration> = set.versioned().iter().collect();
+        let cut = |steps: &[&Migration], prelude| -> Vec<(std::ops::Range<usize>, bool)> {
+            segments(steps, prelude)
+                .into_iter()
+                .map(|s| (s.range, s.alone))
+                .collect()
+        };
+        assert_eq!(
+            cut(&steps, false),
+            [(0..2, false), (2..3, true), (3..4, true), (4..5, false)]
+        );
+        // Objects to drop first need a transaction before a leading
+        // no-transaction step.
+        assert_eq!(
+            cut(&steps[2..], true),
+            [(0..0, false), (0..1, true), (1..2, true), (2..3, false)]
+        );
+        assert_eq!(cut(&steps[..2], true), [(0..2, false)]);
+        assert!(cut(&[], false).is_empty());
+    }
 }

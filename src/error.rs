@@ -64,6 +64,25 @@ pub struct MigrationFailure {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// INVALID indexes the failure left (a `CREATE INDEX CONCURRENTLY` of a
+    /// no-transaction migration); the next apply drops them first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_indexes: Vec<String>,
+}
+
+impl MigrationFailure {
+    /// What the message adds about INVALID indexes left behind.
+    fn leftovers(&self) -> String {
+        if self.invalid_indexes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; it left INVALID index(es) {}, which the next apply drops before running {} again — fix the cause first",
+                self.invalid_indexes.join(", "),
+                self.file
+            )
+        }
+    }
 }
 
 /// Everything that can go wrong in slipway.
@@ -107,7 +126,7 @@ pub enum Error {
     #[error("could not take the table locks the migrations need within lock_timeout, {attempts} attempts; another session holds them: {message}")]
     LockTimeout { attempts: u32, message: String },
 
-    #[error("migration {} failed: {}", .0.file, .0.message)]
+    #[error("migration {} failed: {}{}", .0.file, .0.message, .0.leftovers())]
     MigrationFailed(Box<MigrationFailure>),
 
     #[error("{} applied migration(s) were modified after they ran: {}; restore the files or write a new migration", .0.len(), .0.join(", "))]
@@ -138,6 +157,14 @@ pub enum Error {
         next: String,
     },
 
+    /// Rollback scripts the rollback needs and the files lack.
+    #[error("cannot roll back: no rollback script for {}; add {}, or roll back to a later version", .versions.join(", "), .files.join(", "))]
+    RollbackMissing {
+        versions: Vec<String>,
+        /// The file names the scripts would have.
+        files: Vec<String>,
+    },
+
     #[error("database error while {context}: {message}")]
     Database { context: String, message: String },
 
@@ -153,7 +180,8 @@ impl Error {
             Error::Config(_)
             | Error::InvalidMigrationFile { .. }
             | Error::ReadMigrations { .. }
-            | Error::PostgresNotInstalled(_) => ErrorCode::Config,
+            | Error::PostgresNotInstalled(_)
+            | Error::RollbackMissing { .. } => ErrorCode::Config,
             Error::Secret(_) => ErrorCode::Secret,
             Error::Connection(_) | Error::LocalCluster(_) => ErrorCode::Connection,
             Error::Auth(_) => ErrorCode::Auth,
@@ -184,6 +212,9 @@ impl Error {
             } => serde_json::json!({ "version": version, "files": [first, second] }),
             Error::ChecksumMismatch(files) => serde_json::json!({ "files": files }),
             Error::UnknownVersion(versions) => serde_json::json!({ "versions": versions }),
+            Error::RollbackMissing { versions, files } => {
+                serde_json::json!({ "versions": versions, "files": files })
+            }
             Error::LockTimeout { attempts, .. } => serde_json::json!({ "attempts": attempts }),
             Error::Drift {
                 reference, count, ..
@@ -241,6 +272,7 @@ mod tests {
                     message: "syntax error".into(),
                     detail: None,
                     hint: None,
+                    invalid_indexes: Vec::new(),
                 })),
                 "migration_failed",
             ),
@@ -251,6 +283,13 @@ mod tests {
             (
                 Error::UnknownVersion(vec!["0009".into()]),
                 "unknown_version",
+            ),
+            (
+                Error::RollbackMissing {
+                    versions: vec!["0004".into()],
+                    files: vec!["0004_x_rollback.sql".into()],
+                },
+                "config",
             ),
             (
                 Error::DuplicateVersion {

@@ -13,6 +13,14 @@
 //! after the history read (validate, the lock) and at the end of the batch,
 //! so the drift check adds no round trip. The snapshot taken at the end of
 //! the batch is stored in `<schema>.schema_snapshot` with the `COMMIT`.
+//!
+//! A batch of rollback scripts is the same batch (history rows of kind
+//! `rollback`), preceded by dropping what the repeatable scripts created;
+//! a batch that runs repeatable scripts also reads the catalog just before
+//! them, so that what they create is recorded in
+//! `<schema>.repeatable_objects` with the `COMMIT`. A `-- slipway:no-transaction`
+//! migration is the exception to "one message": it cannot run in a
+//! transaction, so [`History::run_alone`] sends it statement by statement.
 
 use std::time::Duration;
 
@@ -20,11 +28,11 @@ use futures_util::StreamExt;
 use tokio_postgres::error::{DbError, ErrorPosition, SqlState};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::catalog::{self, CatalogQuery, Snapshot};
+use crate::catalog::{self, key_parts, CatalogQuery, OwnedObject, Snapshot};
 use crate::error::{Error, MigrationFailure, Result};
 use crate::migrations::Migration;
 use crate::plan::HistoryRow;
-use crate::statements::statement_lines;
+use crate::statements::{statement_lines, statements};
 
 /// Columns read back from the history table, in [`HistoryRow`] order.
 const HISTORY_COLUMNS: &str = "id, version, description, kind, script, checksum, \
@@ -76,6 +84,30 @@ pub struct OpenBatch {
     pub outcomes: Vec<StepOutcome>,
     /// The catalog after the migrations, inside the transaction.
     pub catalog: Option<Snapshot>,
+    /// The catalog before step [`BatchSteps::catalog_before`], when asked.
+    pub catalog_before: Option<Snapshot>,
+}
+
+/// What one transaction runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSteps<'a> {
+    /// The scripts, each followed by its history row.
+    pub steps: &'a [&'a Migration],
+    /// Create the history schema and table first (a new database).
+    pub create_history: bool,
+    /// Drop these first: what repeatable scripts created, before a rollback.
+    pub drop_first: &'a [OwnedObject],
+    /// Also read the catalog just before this step (the first repeatable
+    /// script), so that what the repeatables create can be recorded.
+    pub catalog_before: Option<usize>,
+}
+
+/// A `-- slipway:no-transaction` migration that ran and was recorded.
+#[derive(Debug)]
+pub struct AloneOutcome {
+    pub outcome: StepOutcome,
+    /// The catalog after it, as recorded.
+    pub catalog: Snapshot,
 }
 
 /// Timeouts and identity applied to a batch.
@@ -355,13 +387,19 @@ INSERT INTO {s}.schema_snapshot (history_id, format, fingerprint, snapshot, clie
     /// everything here is already decided. If a statement fails, the server
     /// skips the rest of the message, `COMMIT` included, and the rollback
     /// sent after it discards the batch.
+    /// `owned`, when given, replaces the record of the objects repeatable
+    /// scripts created.
     pub async fn commit(
         &self,
         client: &Client,
         snapshot: Option<&Snapshot>,
+        owned: Option<&[OwnedObject]>,
         who: &str,
     ) -> Result<()> {
         let mut sql = snapshot.map_or_else(String::new, |s| self.store_sql(s, who, true));
+        if let Some(owned) = owned {
+            sql.push_str(&self.store_owned_sql(owned));
+        }
         sql.push_str("COMMIT");
         match client.simple_query(&sql).await {
             Ok(_) => Ok(()),
@@ -370,6 +408,249 @@ INSERT INTO {s}.schema_snapshot (history_id, format, fingerprint, snapshot, clie
                 Err(database_error("committing the migrations", &e))
             }
         }
+    }
+
+    /// Statements replacing the record of the objects repeatable scripts
+    /// created (one JSON row; read back by [`History::read_owned`]).
+    fn store_owned_sql(&self, owned: &[OwnedObject]) -> String {
+        let s = &self.quoted_schema;
+        let json = serde_json::to_string(owned).unwrap_or_else(|_| "[]".to_owned());
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.repeatable_objects (
+    objects json NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE {s}.repeatable_objects IS 'slipway: objects created by repeatable scripts, dropped by a rollback; do not edit by hand';
+DELETE FROM {s}.repeatable_objects;
+INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
+",
+            quote_literal(&json)
+        )
+    }
+
+    /// The objects repeatable scripts created, as recorded by the applies
+    /// that ran them; empty when none were recorded.
+    pub async fn read_owned(&self, client: &Client) -> Result<Vec<OwnedObject>> {
+        let query = format!(
+            "SELECT objects::text FROM {}.repeatable_objects",
+            self.quoted_schema
+        );
+        let messages = match client.simple_query(&query).await {
+            Ok(messages) => messages,
+            Err(e) if is_missing_history(&e) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(database_error(
+                    "reading the repeatable scripts' objects",
+                    &e,
+                ))
+            }
+        };
+        let mut owned = Vec::new();
+        for message in messages {
+            if let SimpleQueryMessage::Row(row) = message {
+                let text = row.get(0).unwrap_or("[]");
+                let objects: Vec<OwnedObject> = serde_json::from_str(text).map_err(|e| {
+                    Error::Internal(format!(
+                        "{}.repeatable_objects holds unexpected JSON ({e}); was it edited by hand?",
+                        self.quoted_schema
+                    ))
+                })?;
+                owned.extend(objects);
+            }
+        }
+        Ok(owned)
+    }
+
+    /// Run a `-- slipway:no-transaction` migration: outside any
+    /// transaction, each statement in a message of its own (a message of
+    /// several statements is an implicit transaction, in which `CREATE INDEX
+    /// CONCURRENTLY` refuses to run), still under the session's advisory
+    /// lock. Its history row is written only after every statement
+    /// succeeded, with the catalog after it.
+    ///
+    /// A failed `CREATE INDEX CONCURRENTLY` leaves an INVALID index behind
+    /// (<https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY>):
+    /// the failure names it (INVALID indexes of `schemas` that were not
+    /// there before), and [`History::drop_invalid_leftovers`] drops it
+    /// before the next attempt.
+    pub async fn run_alone(
+        &self,
+        client: &Client,
+        step: &Migration,
+        create_history: bool,
+        options: &BatchOptions,
+        catalog: &CatalogQuery,
+        schemas: &[String],
+    ) -> std::result::Result<AloneOutcome, BatchError> {
+        let failed = |context: &str, e: &tokio_postgres::Error| {
+            BatchError::Failed(database_error(context, e))
+        };
+        if create_history {
+            client
+                .simple_query(&self.ensure_sql())
+                .await
+                .map_err(|e| failed("creating the history table", &e))?;
+        }
+        let invalid_before = invalid_indexes(client, schemas)
+            .await
+            .map_err(BatchError::Failed)?;
+        // Session settings, not SET LOCAL: there is no transaction to scope
+        // them; they are reset after the migration.
+        client
+            .simple_query(&format!(
+                "SET lock_timeout = {}; SET statement_timeout = {}",
+                options.lock_timeout.as_millis(),
+                options.statement_timeout.as_millis()
+            ))
+            .await
+            .map_err(|e| failed("setting the timeouts", &e))?;
+        let started = std::time::Instant::now();
+        let mut outcome = Ok(());
+        for (line, statement) in statements(&step.sql) {
+            if let Err(e) = client.simple_query(statement).await {
+                outcome = Err((line, e));
+                break;
+            }
+        }
+        let execution_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let reset = client
+            .simple_query("RESET lock_timeout; RESET statement_timeout")
+            .await;
+        if let Err((line, error)) = outcome {
+            let Some(db) = error.as_db_error() else {
+                return Err(BatchError::Failed(Error::Connection(format!(
+                    "the connection failed while running {} ({error}); it ran outside a transaction, so statements before the failing one may have taken effect",
+                    step.script
+                ))));
+            };
+            if *db.code() == SqlState::LOCK_NOT_AVAILABLE {
+                return Err(BatchError::LockTimeout(db.message().to_owned()));
+            }
+            let left = invalid_indexes(client, schemas)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| !invalid_before.contains(i))
+                .map(|(schema, name)| catalog::qualified(&schema, &name))
+                .collect();
+            return Err(BatchError::Failed(Error::MigrationFailed(Box::new(
+                MigrationFailure {
+                    file: step.script.clone(),
+                    version: step.version_str().map(str::to_owned),
+                    line: Some(line),
+                    sqlstate: db.code().code().to_owned(),
+                    message: db.message().to_owned(),
+                    detail: db.detail().map(str::to_owned),
+                    hint: db.hint().map(str::to_owned),
+                    invalid_indexes: left,
+                },
+            ))));
+        }
+        reset.map_err(|e| failed("resetting the timeouts", &e))?;
+
+        let snapshot = match catalog::read(client, catalog).await {
+            Ok(read) => read.snapshot,
+            Err(Error::Database { message, .. }) if message.contains("55P03") => {
+                return Err(BatchError::LockTimeout(message))
+            }
+            Err(e) => return Err(BatchError::Failed(e)),
+        };
+        // The history row and the snapshot in one message: one implicit
+        // transaction, so both are written or neither.
+        let mut sql = self.history_insert_sql(step, &options.client, &execution_ms.to_string());
+        sql.push_str(";\n");
+        sql.push_str(&self.store_sql(&snapshot, &options.client, true));
+        client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| failed(&format!("recording {} in the history", step.script), &e))?;
+        Ok(AloneOutcome {
+            outcome: StepOutcome {
+                script: step.script.clone(),
+                execution_ms,
+            },
+            catalog: snapshot,
+        })
+    }
+
+    /// Drop the INVALID indexes of `schemas` that `step` names: what its
+    /// failed run (a `CREATE INDEX CONCURRENTLY` that hit a duplicate, a
+    /// deadlock or `lock_timeout`) left. The step is pending, so no recorded
+    /// migration owns them; `IF NOT EXISTS` would otherwise keep the broken
+    /// index, and a plain `CREATE INDEX` would fail on its name. Returns
+    /// them as `schema.name`.
+    ///
+    /// `DROP INDEX CONCURRENTLY` waits for the transactions that use the
+    /// table, so it runs under the migration's `lock_timeout` too, and a
+    /// timeout is retried like one.
+    pub async fn drop_invalid_leftovers(
+        &self,
+        client: &Client,
+        step: &Migration,
+        options: &BatchOptions,
+        schemas: &[String],
+    ) -> std::result::Result<Vec<String>, BatchError> {
+        let mut dropped = Vec::new();
+        let leftovers: Vec<(String, String)> = invalid_indexes(client, schemas)
+            .await
+            .map_err(BatchError::Failed)?
+            .into_iter()
+            .filter(|(_, name)| names_identifier(&step.sql, name))
+            .collect();
+        if leftovers.is_empty() {
+            return Ok(dropped);
+        }
+        let session = |sql: String, context: &'static str| async move {
+            client
+                .simple_query(&sql)
+                .await
+                .map(|_| ())
+                .map_err(|e| BatchError::Failed(database_error(context, &e)))
+        };
+        session(
+            format!("SET lock_timeout = {}", options.lock_timeout.as_millis()),
+            "setting lock_timeout",
+        )
+        .await?;
+        for (schema, name) in leftovers {
+            let index = format!("{}.{}", quote_identifier(&schema), quote_identifier(&name));
+            tracing::warn!(index = %index, script = %step.script, "dropping the INVALID index a failed run of this migration left");
+            let outcome = client
+                .simple_query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                .await;
+            if let Err(e) = outcome {
+                let _ = client.simple_query("RESET lock_timeout").await;
+                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                    return Err(BatchError::LockTimeout(format!(
+                        "dropping the INVALID index {index}: {e}"
+                    )));
+                }
+                return Err(BatchError::Failed(database_error(
+                    &format!("dropping the INVALID index {index}"),
+                    &e,
+                )));
+            }
+            dropped.push(catalog::qualified(&schema, &name));
+        }
+        session("RESET lock_timeout".to_owned(), "resetting lock_timeout").await?;
+        Ok(dropped)
+    }
+
+    /// The `INSERT` of `step`'s history row; `execution_ms` is an SQL expression.
+    fn history_insert_sql(&self, step: &Migration, who: &str, execution_ms: &str) -> String {
+        let version = step
+            .version_str()
+            .map_or_else(|| "NULL".to_owned(), quote_literal);
+        format!(
+            "INSERT INTO {schema}.history (version, description, kind, script, checksum, client, execution_ms) \
+             VALUES ({version}, {description}, '{kind}', {script}, '{checksum}', {client}, {execution_ms})",
+            schema = self.quoted_schema,
+            description = quote_literal(&step.description),
+            kind = step.kind.as_str(),
+            script = quote_literal(&step.script),
+            checksum = step.checksum,
+            client = quote_literal(who),
+        )
     }
 
     /// End an [`OpenBatch`] without keeping anything.
@@ -416,31 +697,44 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
     pub async fn run_batch(
         &self,
         client: &Client,
-        steps: &[&Migration],
-        create_history: bool,
+        batch_steps: &BatchSteps<'_>,
         options: &BatchOptions,
         catalog: Option<&CatalogQuery>,
     ) -> std::result::Result<OpenBatch, BatchError> {
-        let batch = self.batch_sql(steps, create_history, options, catalog);
+        let steps = batch_steps.steps;
+        let batch = self.batch_sql(batch_steps, options, catalog);
         let result = execute_batch(client, &batch).await;
         match result {
             Ok((outcomes, catalog_rows)) if outcomes.len() == steps.len() => {
-                let snapshot = match catalog {
-                    Some(query) => {
-                        let mut collector = query.collector();
-                        let collected = catalog_rows
-                            .iter()
-                            .try_for_each(|(class, json)| collector.accept_text(class, json))
-                            .and_then(|()| collector.finish());
-                        match collected {
-                            Ok(snapshot) => Some(snapshot),
-                            Err(error) => {
-                                let _ = rollback(client).await;
-                                return Err(BatchError::Failed(error));
-                            }
-                        }
+                let collect = |rows: &[(String, String)], query: &CatalogQuery| {
+                    let mut collector = query.collector();
+                    rows.iter()
+                        .try_for_each(|(class, json)| collector.accept_text(class, json))
+                        .and_then(|()| collector.finish())
+                };
+                let (before_rows, after_rows) = match (catalog, batch.catalog_before) {
+                    (Some(_), true) if catalog_rows.len() >= catalog::QUERY_COUNT => {
+                        catalog_rows.split_at(catalog::QUERY_COUNT)
                     }
-                    None => None,
+                    _ => (&catalog_rows[..0], &catalog_rows[..]),
+                };
+                let collected = catalog
+                    .map(|query| {
+                        let before = if batch.catalog_before {
+                            Some(collect(before_rows, query)?)
+                        } else {
+                            None
+                        };
+                        Ok((before, collect(after_rows, query)?))
+                    })
+                    .transpose();
+                let (catalog_before, snapshot) = match collected {
+                    Ok(Some((before, after))) => (before, Some(after)),
+                    Ok(None) => (None, None),
+                    Err(error) => {
+                        let _ = rollback(client).await;
+                        return Err(BatchError::Failed(error));
+                    }
                 };
                 Ok(OpenBatch {
                     outcomes: outcomes
@@ -452,6 +746,7 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
                         })
                         .collect(),
                     catalog: snapshot,
+                    catalog_before,
                 })
             }
             Ok((outcomes, _)) => {
@@ -509,10 +804,7 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             ));
         };
         if by_position.is_none() && !progress.inside_step {
-            return BatchError::Failed(database_error(
-                "preparing the migration transaction",
-                &error,
-            ));
+            return BatchError::Failed(database_error(batch.prelude, &error));
         }
         let range = &batch.step_ranges[index];
         let line = line_of_error(db, &step.sql, range.0, progress.statements_in_step);
@@ -524,16 +816,17 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             message: db.message().to_owned(),
             detail: db.detail().map(str::to_owned),
             hint: db.hint().map(str::to_owned),
+            invalid_indexes: Vec::new(),
         })))
     }
 
     fn batch_sql(
         &self,
-        steps: &[&Migration],
-        create_history: bool,
+        batch_steps: &BatchSteps<'_>,
         options: &BatchOptions,
         catalog: Option<&CatalogQuery>,
     ) -> Batch {
+        let steps = batch_steps.steps;
         let mut sql =
             String::with_capacity(steps.iter().map(|s| s.sql.len() + 400).sum::<usize>() + 1500);
         sql.push_str("BEGIN;\n");
@@ -554,35 +847,57 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             "SELECT set_config('client_connection_check_interval', '1000', true) \
              WHERE current_setting('server_version_num')::int >= 140000;\n",
         );
-        if create_history {
+        if batch_steps.create_history {
             sql.push_str(&self.ensure_sql());
         }
+        let prelude = if batch_steps.drop_first.is_empty() {
+            "preparing the migration transaction"
+        } else {
+            sql.push_str(&drop_owned_sql(batch_steps.drop_first));
+            "dropping the objects the repeatable scripts created (a rollback drops them first; see README, Rollback)"
+        };
         sql.push_str(&format!(
             "SELECT set_config('slipway.step_started', clock_timestamp()::text, true) AS {BEGIN_MARKER};\n"
         ));
-        let client = quote_literal(&options.client);
+        let client = &options.client;
         let mut step_ranges = Vec::with_capacity(steps.len());
         let mut chars = sql.chars().count();
-        for step in steps {
+        let mut catalog_before = false;
+        for (index, step) in steps.iter().enumerate() {
+            if let (Some(query), Some(true)) =
+                (catalog, batch_steps.catalog_before.map(|at| at == index))
+            {
+                // The catalog queries empty search_path and set lock_timeout
+                // for the rest of the transaction; the scripts after them
+                // get back what they had. The marker row restarts the
+                // step's statement count.
+                let mut read = String::from(
+                    "SELECT set_config('slipway.search_path', current_setting('search_path'), true), \
+                     set_config('slipway.lock_timeout', current_setting('lock_timeout'), true);\n",
+                );
+                read.push_str(&query.sql());
+                read.push_str(&format!(
+                    "SELECT set_config('slipway.step_started', clock_timestamp()::text, true) AS {BEGIN_MARKER}, \
+                     set_config('search_path', current_setting('slipway.search_path'), true), \
+                     set_config('lock_timeout', current_setting('slipway.lock_timeout'), true);\n"
+                ));
+                chars += read.chars().count();
+                sql.push_str(&read);
+                catalog_before = true;
+            }
             let start = chars;
             sql.push_str(&step.sql);
             chars += step.sql.chars().count();
             step_ranges.push((start, chars));
             // The newline ends a trailing `--` comment; the semicolon a last
             // statement written without one.
-            let version = step
-                .version_str()
-                .map_or_else(|| "NULL".to_owned(), quote_literal);
             let tail = format!(
-                "\n;\nINSERT INTO {schema}.history (version, description, kind, script, checksum, client, execution_ms) \
-                 VALUES ({version}, {description}, '{kind}', {script}, '{checksum}', {client}, \
-                 (extract(epoch FROM clock_timestamp() - current_setting('slipway.step_started')::timestamptz) * 1000)::bigint) \
-                 RETURNING execution_ms AS {STEP_MARKER}, set_config('slipway.step_started', clock_timestamp()::text, true);\n",
-                schema = self.quoted_schema,
-                description = quote_literal(&step.description),
-                kind = step.kind.as_str(),
-                script = quote_literal(&step.script),
-                checksum = step.checksum,
+                "\n;\n{} RETURNING execution_ms AS {STEP_MARKER}, set_config('slipway.step_started', clock_timestamp()::text, true);\n",
+                self.history_insert_sql(
+                    step,
+                    client,
+                    "(extract(epoch FROM clock_timestamp() - current_setting('slipway.step_started')::timestamptz) * 1000)::bigint"
+                )
             );
             chars += tail.chars().count();
             sql.push_str(&tail);
@@ -590,14 +905,116 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
         if let Some(catalog) = catalog {
             sql.push_str(&catalog.sql());
         }
-        Batch { sql, step_ranges }
+        Batch {
+            sql,
+            step_ranges,
+            catalog_before,
+            prelude,
+        }
     }
+}
+
+/// Statements dropping `objects`, dependents first; `IF EXISTS`, never
+/// `CASCADE`: an object of a versioned migration that depends on one of
+/// them stops the rollback instead of vanishing with it. One statement per
+/// kind, so objects of one kind that depend on each other go together.
+fn drop_owned_sql(objects: &[OwnedObject]) -> String {
+    let name = |key: &str| {
+        key_parts(key)
+            .iter()
+            .map(|p| quote_identifier(p))
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let mut sql = String::new();
+    for o in objects.iter().filter(|o| o.kind == "trigger") {
+        if let Some(table) = &o.table {
+            sql.push_str(&format!(
+                "DROP TRIGGER IF EXISTS {} ON {};\n",
+                name(&o.object),
+                name(table)
+            ));
+        }
+    }
+    let groups: [(&[&str], &str); 9] = [
+        (&["materialized view"], "MATERIALIZED VIEW"),
+        (&["view"], "VIEW"),
+        (&["foreign table"], "FOREIGN TABLE"),
+        (&["table", "partitioned table"], "TABLE"),
+        (&["index"], "INDEX"),
+        (&["function"], "ROUTINE"),
+        (&["sequence"], "SEQUENCE"),
+        (&["type"], "TYPE"),
+        (&["domain"], "DOMAIN"),
+    ];
+    for (kinds, what) in groups {
+        let names: Vec<String> = objects
+            .iter()
+            .filter(|o| kinds.contains(&o.kind.as_str()))
+            // A function's key is its signature as PostgreSQL writes it.
+            .map(|o| {
+                if o.kind == "function" {
+                    o.object.clone()
+                } else {
+                    name(&o.object)
+                }
+            })
+            .collect();
+        if !names.is_empty() {
+            sql.push_str(&format!("DROP {what} IF EXISTS {};\n", names.join(", ")));
+        }
+    }
+    sql
+}
+
+/// The INVALID indexes of `schemas` as `(schema, name)`: what a failed
+/// `CREATE INDEX CONCURRENTLY` leaves (`pg_index.indisvalid`).
+pub async fn invalid_indexes(client: &Client, schemas: &[String]) -> Result<Vec<(String, String)>> {
+    let list = schemas
+        .iter()
+        .map(|s| quote_literal(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let query = format!(
+        "SELECT n.nspname::text, c.relname::text FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT i.indisvalid AND n.nspname = ANY (ARRAY[{list}]::text[]) ORDER BY 1, 2"
+    );
+    let messages = client
+        .simple_query(&query)
+        .await
+        .map_err(|e| database_error("looking for INVALID indexes", &e))?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some((
+                row.get(0).unwrap_or_default().to_owned(),
+                row.get(1).unwrap_or_default().to_owned(),
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Whether `sql` names `identifier` (case-insensitive, as a whole word):
+/// how a pending migration claims the INVALID index its failed run left.
+pub fn names_identifier(sql: &str, identifier: &str) -> bool {
+    let sql = sql.to_lowercase();
+    let identifier = identifier.to_lowercase();
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    sql.match_indices(&identifier).any(|(at, _)| {
+        !word(sql[..at].chars().next_back()) && !word(sql[at + identifier.len()..].chars().next())
+    })
 }
 
 /// The batch text and, per step, the character range of its migration SQL.
 struct Batch {
     sql: String,
     step_ranges: Vec<(usize, usize)>,
+    /// Whether the catalog is also read before a step ([`BatchSteps::catalog_before`]).
+    catalog_before: bool,
+    /// What the statements before the first step do, for an error there.
+    prelude: &'static str,
 }
 
 /// How far a batch got before it stopped.
@@ -781,5 +1198,39 @@ mod tests {
         let key = History::new("slipway").unwrap().lock_key();
         assert_eq!(key, History::new("slipway").unwrap().lock_key());
         assert_ne!(key, History::new("other").unwrap().lock_key());
+    }
+
+    #[test]
+    fn an_index_is_named_as_a_whole_word_only() {
+        let sql = "CREATE UNIQUE INDEX CONCURRENTLY t_email_key ON t (email);";
+        assert!(names_identifier(sql, "t_email_key"));
+        assert!(names_identifier(sql, "T_EMAIL_KEY"));
+        assert!(!names_identifier(sql, "email_key"));
+        assert!(!names_identifier(sql, "t_email"));
+        assert!(names_identifier("CREATE INDEX \"Odd\" ON t (x)", "odd"));
+    }
+
+    #[test]
+    fn owned_objects_are_dropped_dependents_first_never_cascading() {
+        let owned = |kind: &str, object: &str, table: Option<&str>| OwnedObject {
+            kind: kind.into(),
+            object: object.into(),
+            table: table.map(Into::into),
+        };
+        let sql = drop_owned_sql(&[
+            owned("function", "public.total(integer,integer)", None),
+            owned("view", "public.t_totals", None),
+            owned("view", "public.\"Big\"", None),
+            owned("trigger", "t_touch", Some("public.t")),
+            owned("domain", "public.email", None),
+        ]);
+        assert_eq!(
+            sql,
+            "DROP TRIGGER IF EXISTS \"t_touch\" ON \"public\".\"t\";\n\
+             DROP VIEW IF EXISTS \"public\".\"t_totals\", \"public\".\"Big\";\n\
+             DROP ROUTINE IF EXISTS public.total(integer,integer);\n\
+             DROP DOMAIN IF EXISTS \"public\".\"email\";\n"
+        );
+        assert!(!sql.contains("CASCADE"));
     }
 }

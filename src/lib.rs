@@ -16,9 +16,10 @@ pub mod report;
 pub mod secret;
 pub mod statements;
 pub mod tls;
+pub mod verify;
 
 pub use connect::ConnectOptions;
-pub use engine::{ApplyOptions, Migrator, Settings, Target};
+pub use engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};
 pub use error::{Error, ErrorCode, Result};
 pub use migrations::MigrationSet;
 pub use report::Report;

@@ -14,7 +14,8 @@ use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
 use slipway::secret::{aws_config, SecretSource, DEFAULT_SECRET_TTL};
 use slipway::tls::{SslMode, TlsOptions};
 use slipway::{
-    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, Settings, Target,
+    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, RollbackOptions, Settings,
+    Target,
 };
 
 /// Safe PostgreSQL schema migrations: validate, then apply everything pending
@@ -60,15 +61,15 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// apply: run everything, report, then roll back — nothing changes
+    /// apply, rollback: run everything, report, then roll back — nothing changes
     #[arg(long, global = true)]
     dry_run: bool,
 
-    /// apply: stop at this version (e.g. 0004) instead of the latest
+    /// apply: stop at this version (e.g. 0004) instead of the latest; rollback: the version to go back to (0: all)
     #[arg(long, global = true, value_name = "VERSION")]
     to: Option<String>,
 
-    /// apply: go ahead although the schema drifted from the recorded or expected snapshot (the live schema becomes the recorded one)
+    /// apply, rollback: go ahead although the schema drifted from the recorded or expected snapshot (the live schema becomes the recorded one)
     #[arg(long, global = true)]
     allow_drift: bool,
 
@@ -113,8 +114,22 @@ enum Command {
     /// Run all pending migrations in one transaction (with --dry-run: then roll back)
     #[command(long_flag = "apply")]
     Apply,
+    /// Undo the applied versions above --to, newest first, with their _rollback.sql scripts, in one transaction
+    ///
+    /// `--to 0` undoes every version. The objects repeatable scripts created
+    /// are dropped first; the rolled-back versions and the repeatable scripts
+    /// become pending, so `slipway apply` brings the schema forward again.
+    /// Refuses, changing nothing, when a needed rollback script is missing.
+    Rollback,
     /// Every migration and its state
     Status,
+    /// On a throw-away database, apply, roll back and re-apply each migration, checking the schema each time
+    ///
+    /// The database is created and dropped on slipway's own PostgreSQL, or
+    /// on the server of --database-url (PostgreSQL 13+, CREATEDB needed).
+    /// Exit 0 when every rollback restores the schema before its migration
+    /// and every re-apply the schema after it; 2 otherwise.
+    Verify,
     /// Write the schema the migrations produce (applied to a throw-away database) to schema.snapshot.json
     ///
     /// The database is created and dropped on slipway's own PostgreSQL (as
@@ -161,13 +176,15 @@ fn main() -> ExitCode {
         Some(Command::Validate) => "validate",
         Some(Command::Status) => "status",
         Some(Command::Apply) => "apply",
+        Some(Command::Rollback) => "rollback",
+        Some(Command::Verify) => "verify",
         None if cli.dry_run => "apply",
         Some(Command::Local { command }) => return runtime.block_on(local_command(&cli, command)),
         Some(Command::Snapshot { out, check }) => {
             return runtime.block_on(snapshot_command(&cli, out.as_deref(), *check))
         }
         None => {
-            eprintln!("slipway: say what to do: validate, apply, status (see slipway --help)");
+            eprintln!("slipway: say what to do: validate, apply, rollback, status, verify (see slipway --help)");
             return ExitCode::from(2);
         }
     };
@@ -181,7 +198,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli, action: &str) -> Report {
-    let dry_run = cli.dry_run && action == "apply";
+    let dry_run = cli.dry_run && (action == "apply" || action == "rollback");
+    if action == "verify" {
+        return verify(cli).await;
+    }
     let migrator = match migrator(cli).await {
         Ok(migrator) => migrator,
         Err(error) => return Report::failure(action, dry_run, &error),
@@ -189,6 +209,24 @@ async fn run(cli: &Cli, action: &str) -> Report {
     match action {
         "validate" => migrator.validate().await,
         "status" => migrator.status().await,
+        "rollback" => {
+            let Some(to) = cli.to.clone() else {
+                return Report::failure(
+                    action,
+                    dry_run,
+                    &Error::Config(
+                        "rollback needs --to VERSION: the version to go back to (0 undoes everything)"
+                            .into(),
+                    ),
+                );
+            };
+            let options = RollbackOptions {
+                to,
+                dry_run,
+                allow_drift: cli.allow_drift,
+            };
+            migrator.rollback(&options).await
+        }
         _ => {
             let options = ApplyOptions {
                 dry_run,
@@ -197,6 +235,29 @@ async fn run(cli: &Cli, action: &str) -> Report {
             };
             migrator.apply(&options).await
         }
+    }
+}
+
+/// `slipway verify`: the round trips on a scratch database.
+async fn verify(cli: &Cli) -> Report {
+    let prepared = async {
+        let set = MigrationSet::from_dir(&cli.migrations)?;
+        let target = scratch_server(cli).await?;
+        Ok::<_, Error>((set, target))
+    }
+    .await;
+    match prepared {
+        Ok((set, target)) => slipway::verify::verify(&set, &target, &settings(cli)).await,
+        Err(error) => Report::failure("verify", false, &error),
+    }
+}
+
+fn settings(cli: &Cli) -> Settings {
+    Settings {
+        lock_timeout: cli.lock_timeout,
+        statement_timeout: cli.statement_timeout,
+        lock_retries: cli.lock_retries,
+        retry_backoff: cli.retry_backoff,
     }
 }
 
@@ -211,13 +272,7 @@ async fn migrator(cli: &Cli) -> Result<Migrator, Error> {
     let mut target = Target::new(connect, format!("cli:{}", host_name()));
     target.history_schema = cli.history_schema.clone();
     target.check_drift = !cli.no_drift_check;
-    let settings = Settings {
-        lock_timeout: cli.lock_timeout,
-        statement_timeout: cli.statement_timeout,
-        lock_retries: cli.lock_retries,
-        retry_backoff: cli.retry_backoff,
-    };
-    Ok(Migrator::new(set, target, settings))
+    Ok(Migrator::new(set, target, settings(cli)))
 }
 
 /// Flags first, then the environment; never a guessed database.
@@ -355,14 +410,24 @@ async fn snapshot_command(cli: &Cli, out: Option<&Path>, check: bool) -> ExitCod
 /// embedded server: a DATABASE_URL left in the environment may be production.
 async fn build_snapshot(cli: &Cli) -> Result<Snapshot, Error> {
     let set = MigrationSet::from_dir(&cli.migrations)?;
+    let target = scratch_server(cli).await?;
+    slipway::engine::build_expected_snapshot(&set, &target).await
+}
+
+/// The server a scratch database is created on (snapshot, verify).
+async fn scratch_server(cli: &Cli) -> Result<Target, Error> {
     let mut server = match &cli.database_url {
         Some(url) => ConnectOptions::from_url(url)?,
         None => ConnectOptions::new(start_local().await?.config("postgres")),
     };
     server.connect_timeout = cli.connect_timeout;
+    server.tls = TlsOptions {
+        mode: cli.sslmode,
+        ca_bundle: cli.ca_bundle.clone(),
+    };
     let mut target = Target::new(server, format!("cli:{}", host_name()));
     target.history_schema = cli.history_schema.clone();
-    slipway::engine::build_expected_snapshot(&set, &target).await
+    Ok(target)
 }
 
 fn host_name() -> String {

@@ -20,6 +20,8 @@ pub enum MigrationKind {
     Versioned,
     /// `repeatable/*.sql`: re-applied after the versioned ones whenever its checksum changes.
     Repeatable,
+    /// `NNNN_description_rollback.sql`: undoes version NNNN (`slipway rollback`).
+    Rollback,
 }
 
 impl MigrationKind {
@@ -28,6 +30,7 @@ impl MigrationKind {
         match self {
             MigrationKind::Versioned => "versioned",
             MigrationKind::Repeatable => "repeatable",
+            MigrationKind::Rollback => "rollback",
         }
     }
 }
@@ -112,6 +115,22 @@ impl Migration {
     pub fn version_str(&self) -> Option<&str> {
         self.version.as_ref().map(Version::as_str)
     }
+
+    /// The step that undoes this migration: its rollback script, run and
+    /// recorded (kind `rollback`) like a migration; `None` without one.
+    pub fn rollback_step(&self) -> Option<Migration> {
+        let rollback = self.rollback.as_ref()?;
+        Some(Migration {
+            kind: MigrationKind::Rollback,
+            version: self.version.clone(),
+            description: self.description.clone(),
+            script: rollback.script.clone(),
+            sql: rollback.sql.clone(),
+            checksum: rollback.checksum.clone(),
+            directives: rollback.directives,
+            rollback: None,
+        })
+    }
 }
 
 /// The inverse of a versioned migration.
@@ -120,6 +139,7 @@ pub struct RollbackScript {
     pub script: String,
     pub sql: String,
     pub checksum: String,
+    pub directives: Directives,
 }
 
 /// The committed expected snapshot beside the migrations
@@ -256,6 +276,14 @@ impl MigrationSet {
                         "repeatable scripts are named repeatable/<name>.sql",
                     ));
                 }
+                // Repeatables run in the last transaction of an apply, which
+                // records the objects they create so that a rollback can drop
+                // them; outside a transaction there is nothing to record in.
+                if directives.no_transaction {
+                    return Err(invalid(
+                        "repeatable scripts cannot be -- slipway:no-transaction; move the statement to a versioned migration",
+                    ));
+                }
                 repeatable.push(Migration {
                     kind: MigrationKind::Repeatable,
                     version: None,
@@ -279,6 +307,7 @@ impl MigrationSet {
                         script: file.path.clone(),
                         sql,
                         checksum: sum,
+                        directives,
                     },
                 ));
                 continue;
@@ -578,5 +607,34 @@ mod tests {
         let d = set.versioned()[0].directives;
         assert!(d.no_transaction);
         assert!(!d.allow_destructive);
+    }
+
+    #[test]
+    fn a_rollback_script_becomes_a_rollback_step_with_its_directives() {
+        let set = MigrationSet::from_files([
+            file("0001_index.sql", "CREATE INDEX i ON t (c);\n"),
+            file(
+                "0001_index_rollback.sql",
+                "-- slipway:no-transaction\nDROP INDEX CONCURRENTLY i;\n",
+            ),
+        ])
+        .unwrap();
+        let step = set.versioned()[0].rollback_step().unwrap();
+        assert_eq!(step.kind, MigrationKind::Rollback);
+        assert_eq!(step.kind.as_str(), "rollback");
+        assert_eq!(step.version_str(), Some("0001"));
+        assert_eq!(step.script, "0001_index_rollback.sql");
+        assert!(step.directives.no_transaction);
+        assert!(step.rollback.is_none());
+    }
+
+    #[test]
+    fn a_repeatable_script_cannot_be_no_transaction() {
+        let err = MigrationSet::from_files([file(
+            "repeatable/v.sql",
+            "-- slipway:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (c);\n",
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("no-transaction"), "{err}");
     }
 }

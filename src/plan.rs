@@ -105,6 +105,10 @@ pub fn plan<'a>(
             }
             ("rollback", Some(v)) => {
                 applied.remove(&v);
+                // Repeatable scripts are written against the latest schema:
+                // a rollback drops what they created, so they run again at
+                // the next apply to the latest version.
+                repeatable_checksums.clear();
             }
             ("baseline", Some(v)) => {
                 baseline = Some(v);
@@ -344,6 +348,31 @@ mod tests {
         let plan = plan(&history, &set, None).unwrap();
         assert_eq!(plan.current.as_ref().unwrap().as_str(), "0001");
         assert_eq!(versions(&plan)[0], "0002_b.sql");
+    }
+
+    #[test]
+    fn a_rollback_makes_repeatables_pending_until_they_run_again() {
+        let set = set(FILES);
+        let mut history = vec![
+            row(1, "versioned", Some("0001"), "0001_a.sql", "select 1;"),
+            row(2, "versioned", Some("0002"), "0002_b.sql", "select 2;"),
+            row(3, "versioned", Some("0003"), "0003_c.sql", "select 3;"),
+            row(4, "repeatable", None, "repeatable/v.sql", "select 'v';"),
+            row(5, "rollback", Some("0003"), "0003_c_rollback.sql", "x"),
+        ];
+        assert_eq!(
+            versions(&plan(&history, &set, None).unwrap()),
+            ["0003_c.sql", "repeatable/v.sql"]
+        );
+        history.push(row(6, "versioned", Some("0003"), "0003_c.sql", "select 3;"));
+        history.push(row(
+            7,
+            "repeatable",
+            None,
+            "repeatable/v.sql",
+            "select 'v';",
+        ));
+        assert!(plan(&history, &set, None).unwrap().is_clean());
     }
 
     #[test]

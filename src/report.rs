@@ -36,6 +36,36 @@ pub struct Report {
     /// something ran).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_changes: Option<Vec<SchemaChange>>,
+    /// What a `rollback` undid, newest first (a dry run: ran, then undone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<Vec<AppliedMigration>>,
+    /// INVALID indexes, left by a failed no-transaction migration, that this
+    /// run dropped before running it again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_invalid_indexes: Vec<String>,
+    /// `verify`: each migration's apply / rollback / re-apply round trip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Vec<VerifyStep>>,
+}
+
+/// One migration's round trip in `verify`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VerifyStep {
+    pub version: String,
+    pub script: String,
+    pub rollback_script: Option<String>,
+    /// True when the rollback restored the schema before the migration and
+    /// the re-apply the schema after it.
+    pub ok: bool,
+    /// What differs, one sentence each, e.g. `0004 rollback leaves index
+    /// public.quiz_sessions.quiz_sessions_level_idx`.
+    pub problems: Vec<String>,
+    /// The schema after the rollback compared with the schema before the
+    /// migration (`expected`: before, `actual`: after the rollback).
+    pub rollback_drift: Vec<DriftItem>,
+    /// The schema after the re-apply compared with the schema after the
+    /// first apply.
+    pub reapply_drift: Vec<DriftItem>,
 }
 
 /// A migration that has not run yet (or, for a dry run, ran and was rolled back).
@@ -146,6 +176,9 @@ impl Report {
             error: None,
             migrations: None,
             schema_changes: None,
+            rolled_back: None,
+            dropped_invalid_indexes: Vec::new(),
+            verify: None,
         }
     }
 
@@ -199,7 +232,12 @@ impl Report {
         let database = self.database.as_deref().unwrap_or("?");
         let current = self.current_version.as_deref().unwrap_or("none");
         let target = self.target_version.as_deref().unwrap_or("none");
-        if self.database.is_some() {
+        if self.action == "verify" {
+            let _ = writeln!(
+                out,
+                "verify on the throw-away database {database} (dropped afterwards)"
+            );
+        } else if self.database.is_some() {
             let _ = writeln!(
                 out,
                 "{}{} on database {database}: current version {current}, target {target}",
@@ -240,6 +278,48 @@ impl Report {
                 })
                 .collect();
             out.push_str(&table(&["version", "description", "took"], &rows));
+        }
+        if let Some(rolled_back) = self.rolled_back.as_ref().filter(|r| !r.is_empty()) {
+            let title = if self.dry_run {
+                "would roll back (ran, then undone):"
+            } else {
+                "rolled back:"
+            };
+            let _ = writeln!(out, "\n{}", paint("32", title));
+            let rows: Vec<[String; 4]> = rolled_back
+                .iter()
+                .map(|m| {
+                    [
+                        m.version.clone().unwrap_or_default(),
+                        m.description.clone(),
+                        m.script.clone(),
+                        format!("{} ms", m.duration_ms),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(&["version", "description", "file", "took"], &rows));
+        }
+        if !self.dropped_invalid_indexes.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{} {}",
+                paint("33", "dropped INVALID index(es) a failed run left:"),
+                self.dropped_invalid_indexes.join(", ")
+            );
+        }
+        if let Some(steps) = &self.verify {
+            let _ = writeln!(out, "\n{}", paint("36", "apply / rollback / re-apply:"));
+            for step in steps {
+                let verdict = if step.ok {
+                    paint("32", "ok")
+                } else {
+                    paint("31", "FAILED")
+                };
+                let _ = writeln!(out, "  {}  {}  {verdict}", step.version, step.script);
+                for problem in &step.problems {
+                    let _ = writeln!(out, "      {problem}");
+                }
+            }
         }
         if !self.pending.is_empty() && self.migrations.is_none() {
             let title = if self.dry_run && self.success {
@@ -351,6 +431,20 @@ impl Report {
                         "32",
                         &format!("applied {} migration(s)", self.applied.len()),
                     ),
+                    ("rollback", _) if self.dry_run => {
+                        paint("32", "dry run ok: nothing was changed")
+                    }
+                    ("rollback", _) => paint(
+                        "32",
+                        &format!(
+                            "rolled back {} migration(s); `slipway apply` applies them again",
+                            self.rolled_back.as_ref().map_or(0, Vec::len)
+                        ),
+                    ),
+                    ("verify", _) => paint(
+                        "32",
+                        "every migration round-trips: rollback restores the schema, re-apply rebuilds it",
+                    ),
                     (_, true) => paint("32", "schema valid"),
                     (_, false) if !self.drift.is_empty() => paint(
                         "33",
@@ -452,6 +546,7 @@ mod tests {
             message: "syntax error at or near \"TABL\"".into(),
             detail: None,
             hint: Some("check it".into()),
+            invalid_indexes: Vec::new(),
         }));
         let report = Report::failure("apply", false, &error);
         let text = report.render_human(false);

@@ -17,6 +17,20 @@ pub fn statement_lines(sql: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Each non-empty statement of `sql` with the line it starts on, for
+/// running them one message at a time (a no-transaction migration).
+pub fn statements(sql: &str) -> Vec<(usize, &str)> {
+    let starts = statement_starts(sql);
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &(line, offset))| {
+            let end = starts.get(i + 1).map_or(sql.len(), |&(_, next)| next);
+            (line, &sql[offset..end])
+        })
+        .collect()
+}
+
 /// The first statement that controls the transaction (`BEGIN`, `COMMIT`,
 /// `ROLLBACK`, ...), as its line and text. slipway owns the transaction: a
 /// `COMMIT` inside a migration would make everything before it permanent
@@ -190,7 +204,7 @@ fn dollar_tag(bytes: &[u8], start: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::{statement_lines, transaction_control};
+    use super::{statement_lines, statements, transaction_control};
 
     #[test]
     fn transaction_control_is_found() {
@@ -250,5 +264,17 @@ mod tests {
     fn begin_atomic_bodies() {
         let sql = "create function f() returns int language sql\nbegin atomic\n  select case when true then 1 end;\n  select 2;\nend;\nselect 3;";
         assert_eq!(statement_lines(sql), [1, 6]);
+    }
+
+    #[test]
+    fn statements_are_split_with_their_lines() {
+        let sql = "-- build it\nCREATE INDEX CONCURRENTLY a ON t (x);\n\nCREATE INDEX CONCURRENTLY b\n  ON t (y); -- trailing\n";
+        let parts = statements(sql);
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert_eq!(parts[0].0, 2);
+        assert!(parts[0].1.starts_with("CREATE INDEX CONCURRENTLY a"));
+        assert_eq!(parts[1].0, 4);
+        assert!(parts[1].1.contains("ON t (y);"));
+        assert!(statements("-- nothing\n").is_empty());
     }
 }

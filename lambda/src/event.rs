@@ -169,9 +169,9 @@ pub fn parse_request(event: &Value) -> Result<Request, RequestError> {
             )));
         }
     }
-    if raw.allow_drift && action != Action::Apply {
+    if raw.allow_drift && action != Action::Apply && action != Action::Rollback {
         return Err(error(format!(
-            "allow_drift applies to apply, not to {}",
+            "allow_drift applies to apply and rollback, not to {}",
             action.as_str()
         )));
     }
@@ -263,6 +263,12 @@ mod tests {
                 false,
                 Some("0003"),
             ),
+            (
+                json!({"action":"rollback","to":"0","dry_run":true}),
+                Action::Rollback,
+                true,
+                Some("0"),
+            ),
         ];
         for (event, action, dry_run, to) in cases {
             let request = direct(event.clone()).unwrap_or_else(|e| panic!("{event}: {e:?}"));
@@ -274,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn allow_drift_is_read_for_apply_only() {
+    fn allow_drift_is_read_for_apply_and_rollback_only() {
         let request = direct(json!({"action":"apply","allow_drift":true})).expect("apply");
         assert!(request.allow_drift);
         let request = direct(json!({"action":"apply","allow_drift":false})).expect("apply");
@@ -327,6 +333,21 @@ mod tests {
                 "status",
             ),
             (json!({"action":"rollback"}), "needs \"to\"", "rollback"),
+            (
+                json!({"action":"rollback","to":null}),
+                "needs \"to\"",
+                "rollback",
+            ),
+            (
+                json!({"action":"rollback","to":"v3"}),
+                "made of digits",
+                "rollback",
+            ),
+            (
+                json!({"action":"rollback","to":3}),
+                "malformed event",
+                "rollback",
+            ),
             (json!("apply"), "not a JSON object", "unknown"),
             (json!(null), "not a JSON object", "unknown"),
             (json!([{"action":"apply"}]), "not a JSON object", "unknown"),

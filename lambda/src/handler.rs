@@ -11,7 +11,9 @@ use aws_config::SdkConfig;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use slipway::secret::{with_secret, SecretSource};
-use slipway::{ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, Target};
+use slipway::{
+    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, RollbackOptions, Target,
+};
 
 use crate::codepipeline;
 use crate::config::{Config, Database};
@@ -81,12 +83,12 @@ impl State {
             Ok(setup) => setup,
             Err(error) => return Report::failure(action, request.dry_run, error),
         };
-        if matches!(request.action, Action::Rollback | Action::VerifyPermissions) {
+        if request.action == Action::VerifyPermissions {
             return Report::failure(
                 action,
                 request.dry_run,
                 &Error::BadRequest(format!(
-                    "{action} is not available in this version of slipway; use validate, apply or status"
+                    "{action} is not available in this version of slipway; use validate, apply, rollback or status"
                 )),
             );
         }
@@ -123,6 +125,15 @@ async fn run_action(migrator: &Migrator, request: &Request) -> Report {
     match request.action {
         Action::Validate => migrator.validate().await,
         Action::Status => migrator.status().await,
+        Action::Rollback => {
+            // The event parser guarantees `to` for a rollback.
+            let options = RollbackOptions {
+                to: request.to.clone().unwrap_or_default(),
+                dry_run: request.dry_run,
+                allow_drift: request.allow_drift,
+            };
+            migrator.rollback(&options).await
+        }
         _ => {
             let options = ApplyOptions {
                 dry_run: request.dry_run,
@@ -186,6 +197,12 @@ fn log_outcome(request_id: &str, job_id: Option<&str>, report: &Report) {
         .iter()
         .map(|m| m.version.as_deref().unwrap_or(m.script.as_str()))
         .collect();
+    let rolled_back: Vec<&str> = report
+        .rolled_back
+        .iter()
+        .flatten()
+        .filter_map(|m| m.version.as_deref())
+        .collect();
     let error_code = report.error.as_ref().map(|e| e.code.as_str());
     if report.success {
         tracing::info!(
@@ -197,6 +214,7 @@ fn log_outcome(request_id: &str, job_id: Option<&str>, report: &Report) {
             schema_valid = report.schema_valid,
             current_version = report.current_version.as_deref(),
             applied = ?applied,
+            rolled_back = ?rolled_back,
             pending = report.pending.len(),
             duration_ms = report.duration_ms,
             "invocation finished"
@@ -270,7 +288,8 @@ mod tests {
             (json!({"action":"apply","dryrun":true}), "apply"),
             (json!({"dry_run":true}), "unknown"),
             (json!("validate"), "unknown"),
-            (json!({"action":"rollback","to":"0001"}), "rollback"),
+            (json!({"action":"rollback"}), "rollback"),
+            (json!({"action":"verify-permissions"}), "verify-permissions"),
         ] {
             let report = invoke(&state, payload.clone()).await;
             assert!(!report.success, "{payload}");

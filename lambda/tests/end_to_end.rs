@@ -233,6 +233,32 @@ async fn the_function_end_to_end() {
     assert_eq!(again.code, Some(0), "{again}");
     assert_eq!(again.report()["applied"], serde_json::json!([]), "{again}");
 
+    // Roll back to 0003 (the repeatable view goes first), then forward again.
+    let rollback = world.invoke(&["rollback", "--to", "0003"]);
+    assert_eq!(rollback.code, Some(0), "{rollback}");
+    let report = rollback.report();
+    assert_eq!(report["action"], "rollback", "{rollback}");
+    assert_eq!(report["current_version"], "0003", "{rollback}");
+    assert_eq!(
+        report["rolled_back"].as_array().map_or(0, Vec::len),
+        2,
+        "{rollback}"
+    );
+    let validate = world.invoke(&["validate"]);
+    assert_eq!(validate.report()["schema_valid"], false, "{validate}");
+    assert_eq!(
+        validate.report()["drift"],
+        serde_json::json!([]),
+        "{validate}"
+    );
+    let forward = world.invoke(&["apply"]);
+    assert_eq!(forward.code, Some(0), "{forward}");
+    assert_eq!(
+        forward.report()["applied"].as_array().map_or(0, Vec::len),
+        3,
+        "{forward}"
+    );
+
     // A malformed event is answered, never defaulted.
     for payload in [
         r#"{"action":"explode"}"#,
