@@ -9,6 +9,7 @@ pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod history;
+pub mod lint;
 pub mod local;
 pub mod migrations;
 pub mod plan;
