@@ -525,6 +525,7 @@ fn lint_script(
         sql,
         transactional: !directives.no_transaction,
         created: HashSet::new(),
+        not_valid_here: HashMap::new(),
         findings: Vec::new(),
         record: role == ScriptRole::Forward,
         state,
@@ -549,6 +550,8 @@ struct ScriptLinter<'a> {
     transactional: bool,
     /// Tables created earlier in this file: new, empty, already locked by us.
     created: HashSet<TableKey>,
+    /// Constraints this file added `NOT VALID`: (table, name) → their rule.
+    not_valid_here: HashMap<(TableKey, String), Rule>,
     findings: Vec<Finding>,
     /// Whether this script's constraints count for later scripts (rollbacks
     /// run in the other direction, so they do not).
@@ -746,6 +749,23 @@ impl ScriptLinter<'_> {
                 }
             }
             Some(AlterTableType::AtValidateConstraint) => {
+                // The ADD CONSTRAINT's lock is held until the transaction
+                // ends, so validating in the same one scans under it anyway.
+                let added_here = key
+                    .as_ref()
+                    .and_then(|k| self.not_valid_here.get(&(k.clone(), cmd.name.clone())).copied());
+                if let Some(rule) = added_here {
+                    let lock = if rule == Rule::ForeignKeyWithoutNotValid {
+                        "SHARE ROW EXCLUSIVE lock (no writes)"
+                    } else {
+                        "ACCESS EXCLUSIVE lock (no reads or writes)"
+                    };
+                    self.push(
+                        rule,
+                        start,
+                        format!("VALIDATE CONSTRAINT {} in the same transaction as its NOT VALID ADD CONSTRAINT scans {table} under the ADD's {lock}", cmd.name),
+                    );
+                }
                 if let Some(key) = key.filter(|_| self.record) {
                     if let Some(column) = self.state.unvalidated_not_null.remove(&(key.clone(), cmd.name.clone())) {
                         self.state.validated_not_null.insert((key, column));
@@ -787,6 +807,15 @@ impl ScriptLinter<'_> {
         } else {
             format!(" {}", c.conname)
         };
+        let rule = match ConstrType::from_i32(c.contype) {
+            Some(ConstrType::ConstrForeign) => Some(Rule::ForeignKeyWithoutNotValid),
+            Some(ConstrType::ConstrCheck) => Some(Rule::CheckWithoutNotValid),
+            _ => None,
+        };
+        if let (Some(key), Some(rule), true) = (&key, rule, c.skip_validation) {
+            self.not_valid_here
+                .insert((key.clone(), c.conname.clone()), rule);
+        }
         match ConstrType::from_i32(c.contype) {
             Some(ConstrType::ConstrForeign) if existing && !c.skip_validation => self.push(
                 Rule::ForeignKeyWithoutNotValid,
@@ -1183,6 +1212,23 @@ mod tests {
         ]);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].rule, Rule::SetNotNull);
+    }
+
+    #[test]
+    fn validating_in_the_same_migration_gains_nothing() {
+        let found = rules(
+            "ALTER TABLE existing ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES existing (id) NOT VALID;\nALTER TABLE existing VALIDATE CONSTRAINT fk;",
+        );
+        assert_eq!(found, [("foreign-key-without-not-valid", 2)]);
+        let findings = lint_files(&[
+            ("0001_a.sql", "CREATE TABLE t (a int);"),
+            (
+                "0002_b.sql",
+                "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID;",
+            ),
+            ("0003_c.sql", "ALTER TABLE t VALIDATE CONSTRAINT c;"),
+        ]);
+        assert!(findings.is_empty(), "{findings:?}");
     }
 
     #[test]
