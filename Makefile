@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLIPWAY := $(or $(CARGO_TARGET_DIR),target)/release/slipway
 
-.PHONY: setup build run test lint fmt bench snapshot lambda clean-local
+.PHONY: setup build run test lint lint-migrations fmt bench snapshot lambda clean-local
 
 setup:
 	@bash scripts/setup.sh
@@ -23,9 +23,16 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## `slipway lint` on migrations/: no database, errors fail the build.
+## Every shipped migration has its rollback, so all of them must.
+ROLLBACK_REQUIRED_FROM ?= 0
+lint-migrations: setup
+	$(CARGO) run --quiet --bin slipway -- lint --migrations migrations \
+		--rollback-required-from $(ROLLBACK_REQUIRED_FROM)
+
 ## Everything CI runs: the whole workspace, the Lambda's end-to-end test
-## (moto, cargo lambda, awscli from .venv) included.
-test: lint
+## (moto, cargo lambda, awscli, squawk from .venv) included.
+test: lint lint-migrations
 	$(CARGO) test --workspace
 
 fmt:

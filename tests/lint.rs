@@ -432,3 +432,16 @@ fn slipway_flags_at_least_what_squawk_flags() {
         "only {compared} squawk findings were compared"
     );
 }
+
+/// The README's rule tables are the user's reference: every rule is there.
+#[test]
+fn readme_lists_every_rule() {
+    let readme = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    for rule in Rule::ALL {
+        assert!(
+            readme.contains(&format!("`{}`", rule.id())),
+            "README.md does not list lint rule {}",
+            rule.id()
+        );
+    }
+}
