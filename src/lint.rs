@@ -573,26 +573,58 @@ impl ScriptLinter<'_> {
         relation.is_some_and(|r| !self.created.contains(&table_key(r)))
     }
 
+    /// Whether every table a `DROP TABLE` names was created in this file
+    /// (a scratch table: no data of anyone's is lost).
+    fn all_created_here(&self, objects: &[pg_query::protobuf::Node]) -> bool {
+        objects.iter().all(|object| {
+            let Some(NodeEnum::List(list)) = object.node.as_ref() else {
+                return false;
+            };
+            let names: Vec<&str> = list
+                .items
+                .iter()
+                .filter_map(|item| match item.node.as_ref() {
+                    Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let key = match names.as_slice() {
+                [table] => ("public".to_owned(), (*table).to_owned()),
+                [.., schema, table] => ((*schema).to_owned(), (*table).to_owned()),
+                [] => return false,
+            };
+            self.created.contains(&key)
+        })
+    }
+
     fn statement(&mut self, node: &NodeEnum, start: usize) {
         // Data-changing statements anywhere in the tree, CTEs included.
         for (inner, _, _) in node.nodes() {
             match inner {
-                NodeRef::DeleteStmt(d) if d.where_clause.is_none() => self.push(
-                    Rule::DeleteWithoutWhere,
-                    start,
-                    format!(
-                        "DELETE without WHERE removes every row of {}",
-                        relation_name(d.relation.as_ref())
-                    ),
-                ),
-                NodeRef::UpdateStmt(u) if u.where_clause.is_none() => self.push(
-                    Rule::UpdateWithoutWhere,
-                    start,
-                    format!(
-                        "UPDATE without WHERE rewrites every row of {}",
-                        relation_name(u.relation.as_ref())
-                    ),
-                ),
+                NodeRef::DeleteStmt(d)
+                    if d.where_clause.is_none() && self.is_existing(d.relation.as_ref()) =>
+                {
+                    self.push(
+                        Rule::DeleteWithoutWhere,
+                        start,
+                        format!(
+                            "DELETE without WHERE removes every row of {}",
+                            relation_name(d.relation.as_ref())
+                        ),
+                    )
+                }
+                NodeRef::UpdateStmt(u)
+                    if u.where_clause.is_none() && self.is_existing(u.relation.as_ref()) =>
+                {
+                    self.push(
+                        Rule::UpdateWithoutWhere,
+                        start,
+                        format!(
+                            "UPDATE without WHERE rewrites every row of {}",
+                            relation_name(u.relation.as_ref())
+                        ),
+                    )
+                }
                 _ => {}
             }
         }
@@ -621,7 +653,9 @@ impl ScriptLinter<'_> {
             }
             NodeEnum::DropStmt(drop) => {
                 let what = match ObjectType::from_i32(drop.remove_type) {
-                    Some(ObjectType::ObjectTable) => Some((Rule::DropTable, "DROP TABLE")),
+                    Some(ObjectType::ObjectTable) if !self.all_created_here(&drop.objects) => {
+                        Some((Rule::DropTable, "DROP TABLE"))
+                    }
                     Some(ObjectType::ObjectSchema) => Some((Rule::DropSchema, "DROP SCHEMA")),
                     _ => None,
                 };
@@ -632,8 +666,14 @@ impl ScriptLinter<'_> {
                     self.concurrently(start, "DROP INDEX CONCURRENTLY");
                 }
             }
-            NodeEnum::TruncateStmt(_) => {
-                self.push(Rule::Truncate, start, "TRUNCATE removes every row".into());
+            NodeEnum::TruncateStmt(truncate) => {
+                let existing = truncate.relations.iter().any(|r| match r.node.as_ref() {
+                    Some(NodeEnum::RangeVar(r)) => self.is_existing(Some(r)),
+                    _ => true,
+                });
+                if existing {
+                    self.push(Rule::Truncate, start, "TRUNCATE removes every row".into());
+                }
             }
             NodeEnum::AlterTableStmt(alter) => {
                 if ObjectType::from_i32(alter.objtype) != Some(ObjectType::ObjectTable) {
@@ -656,7 +696,14 @@ impl ScriptLinter<'_> {
                         start,
                         format!("renaming column {table}.{} breaks every client still using the old name", rename.subname),
                     ),
-                    Some(ObjectType::ObjectTable) if self.is_existing(relation) => self.push(
+                    Some(ObjectType::ObjectTable) if !self.is_existing(relation) => {
+                        // The new name is as new as the old one.
+                        if let Some(r) = relation {
+                            let (schema, _) = table_key(r);
+                            self.created.insert((schema, rename.newname.clone()));
+                        }
+                    }
+                    Some(ObjectType::ObjectTable) => self.push(
                         Rule::RenameTable,
                         start,
                         format!("renaming table {table} to {} breaks every client still using the old name", rename.newname),
@@ -714,7 +761,7 @@ impl ScriptLinter<'_> {
             _ => None,
         };
         match AlterTableType::from_i32(cmd.subtype) {
-            Some(AlterTableType::AtDropColumn) => self.push(
+            Some(AlterTableType::AtDropColumn) if existing => self.push(
                 Rule::DropColumn,
                 start,
                 format!("DROP COLUMN {table}.{} destroys data", cmd.name),
@@ -1141,10 +1188,7 @@ mod tests {
     fn findings_point_at_the_statement_not_the_comment_before_it() {
         let found = rules("-- a comment\n/* and /* nested */ one */\n\n  TRUNCATE existing;");
         assert_eq!(found, [("truncate", 4)]);
-        let f = &lint_files(&[(
-            "0001_a.sql",
-            "CREATE TABLE t (a int);\n  -- why\n  TRUNCATE t;",
-        )])[0];
+        let f = &lint_files(&[("0001_a.sql", "SELECT 1;\n  -- why\n  TRUNCATE t;")])[0];
         assert_eq!((f.line, f.column), (3, 3));
     }
 
@@ -1215,6 +1259,16 @@ mod tests {
     }
 
     #[test]
+    fn tables_created_in_the_same_file_hold_no_data_yet() {
+        let found = rules(
+            "CREATE TABLE scratch (a int);\nINSERT INTO scratch VALUES (1);\nUPDATE scratch SET a = 2;\nDELETE FROM scratch;\nTRUNCATE scratch;\nALTER TABLE scratch DROP COLUMN a;\nALTER TABLE scratch RENAME TO scratch2;\nALTER TABLE scratch2 RENAME COLUMN a TO b;\nDROP TABLE public.scratch2;",
+        );
+        assert!(found.is_empty(), "{found:?}");
+        let found = rules("CREATE TABLE scratch (a int);\nDROP TABLE scratch, existing;\nTRUNCATE scratch, existing;");
+        assert_eq!(found, [("drop-table", 2), ("truncate", 3)]);
+    }
+
+    #[test]
     fn validating_in_the_same_migration_gains_nothing() {
         let found = rules(
             "ALTER TABLE existing ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES existing (id) NOT VALID;\nALTER TABLE existing VALIDATE CONSTRAINT fk;",
@@ -1250,7 +1304,7 @@ mod tests {
     fn exit_codes_and_counts() {
         let outcome = LintOutcome {
             files: 1,
-            findings: lint_files(&[("0001_a.sql", "CREATE TABLE t (a int);\nTRUNCATE t;")]),
+            findings: lint_files(&[("0001_a.sql", "SELECT 1;\nTRUNCATE t;")]),
         };
         let report = LintReport::new(outcome, 3);
         assert_eq!(
