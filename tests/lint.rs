@@ -9,6 +9,8 @@
 //! the fixtures change; a `<rule>_rollback.sql` beside a fixture becomes its
 //! rollback. No database is involved.
 
+#![cfg(feature = "lint")]
+
 mod common;
 
 use std::collections::BTreeMap;
