@@ -1269,6 +1269,23 @@ mod tests {
     }
 
     #[test]
+    fn every_concurrently_form_needs_no_transaction() {
+        for sql in [
+            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON existing (note);",
+            "DROP INDEX CONCURRENTLY IF EXISTS existing_pkey;",
+            "REINDEX INDEX CONCURRENTLY existing_pkey;",
+            "REINDEX (CONCURRENTLY) TABLE existing;",
+            "ALTER TABLE existing DETACH PARTITION existing_2020 CONCURRENTLY;",
+        ] {
+            assert_eq!(rules(sql), [("concurrently-in-transaction", 1)], "{sql}");
+            let alone = format!("-- slipway:no-transaction\n{sql}");
+            assert!(rules(&alone).is_empty(), "{alone}");
+        }
+        // Allowed inside a transaction: not flagged.
+        assert!(rules("REFRESH MATERIALIZED VIEW CONCURRENTLY mv;").is_empty());
+    }
+
+    #[test]
     fn validating_in_the_same_migration_gains_nothing() {
         let found = rules(
             "ALTER TABLE existing ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES existing (id) NOT VALID;\nALTER TABLE existing VALIDATE CONSTRAINT fk;",

@@ -21,7 +21,7 @@ use slipway::{
 /// in one transaction under an advisory lock. Nothing is ever half-applied.
 ///
 /// Exit codes: 0 success (and, for validate, schema valid); 1 validate found
-/// the schema not valid; 2 error.
+/// the schema not valid, or lint found errors; 2 error.
 #[derive(Debug, Parser)]
 #[command(name = "slipway", version)]
 struct Cli {
