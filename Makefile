@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLIPWAY := $(or $(CARGO_TARGET_DIR),target)/release/slipway
 
-.PHONY: setup build run test lint fmt bench snapshot verify lambda template clean-local
+.PHONY: setup build run test lint lint-migrations fmt bench snapshot verify lambda template clean-local
 
 setup:
 	@bash scripts/setup.sh
@@ -23,10 +23,17 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## `slipway lint` on migrations/: no database, errors fail the build.
+## Every shipped migration has its rollback, so all of them must.
+ROLLBACK_REQUIRED_FROM ?= 0
+lint-migrations: setup
+	$(CARGO) run --quiet --bin slipway -- lint --migrations migrations \
+		--rollback-required-from $(ROLLBACK_REQUIRED_FROM)
+
 ## Everything CI runs: the whole workspace, the Lambda's end-to-end test
-## (moto, cargo lambda, awscli from .venv), cfn-lint on infra/template.json
+## (moto, cargo lambda, awscli, squawk from .venv), cfn-lint on infra/template.json
 ## and scripts/pipeline-local.sh (lambda/tests/pipeline_local.rs) included.
-test: lint
+test: lint lint-migrations
 	$(CARGO) test --workspace
 
 fmt:

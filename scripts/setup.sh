@@ -4,6 +4,9 @@
 #
 #   PostgreSQL server binaries  always (the local cluster of src/local.rs and
 #                               the test harness start their own servers)
+#   libclang-dev, protoc        always (the pg_query crate, PostgreSQL's own
+#                               parser for `slipway lint`, runs bindgen and
+#                               protoc at build time)
 #   Python venv in .venv        always; SLIPWAY_SETUP_VENV=0 skips it (AWS
 #                               emulator and Lambda tooling for the tests,
 #                               from scripts/requirements.txt)
@@ -50,6 +53,49 @@ ensure_postgres() {
   as_root env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends postgresql >/dev/null
   have_initdb || die "postgresql is installed but initdb is still not found"
+}
+
+# Where bindgen (clang-sys) looks for libclang: LIBCLANG_PATH, then the LLVM
+# and multiarch library directories. The runtime library alone (libclang1)
+# is not enough: bindgen also needs clang's own headers (stddef.h), which
+# come with libclang-dev through libclang-common-*-dev.
+have_libclang() {
+  local lib
+  for lib in ${LIBCLANG_PATH:+"$LIBCLANG_PATH"/libclang*.so*} \
+    /usr/lib/llvm-*/lib/libclang.so /usr/lib/*/libclang.so /usr/lib64/libclang.so \
+    /usr/local/lib/libclang.so /usr/local/opt/llvm/lib/libclang.dylib \
+    /opt/homebrew/opt/llvm/lib/libclang.dylib \
+    /Library/Developer/CommandLineTools/usr/lib/libclang.dylib; do
+    [ -e "$lib" ] || continue
+    case "$lib" in
+      /usr/lib/llvm-*)
+        # Debian: the headers sit beside it, under lib/clang/<version>/include.
+        compgen -G "${lib%/lib/libclang.so}/lib/clang/*/include/stddef.h" >/dev/null && return 0
+        ;;
+      *) return 0 ;;
+    esac
+  done
+  return 1
+}
+
+# pg_query's build script runs bindgen (libclang) over libpg_query's header
+# and prost-build, which calls protoc on libpg_query's .proto. Without protoc
+# in PATH, prost-build 0.10 compiles protobuf from source with cmake instead:
+# minutes of C++ on a CI machine, and cmake is rarely there either.
+ensure_pg_query_build_deps() {
+  local missing=()
+  have_libclang || missing+=(libclang-dev)
+  command -v protoc >/dev/null 2>&1 || [ -n "${PROTOC:-}" ] || missing+=(protobuf-compiler)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 ||
+    die "the pg_query crate needs libclang and protoc to build, and there is no apt-get; install LLVM/clang and protobuf (macOS: brew install llvm protobuf) or set LIBCLANG_PATH and PROTOC, and re-run"
+  log "installing ${missing[*]} (apt-get install), needed to build the pg_query crate"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  have_libclang || die "libclang-dev is installed but libclang.so is still not found; set LIBCLANG_PATH"
+  command -v protoc >/dev/null 2>&1 || [ -n "${PROTOC:-}" ] ||
+    die "protobuf-compiler is installed but protoc is still not in PATH"
 }
 
 sha256() {
@@ -101,6 +147,7 @@ ensure_venv() {
 }
 
 ensure_postgres
+ensure_pg_query_build_deps
 if [ "${SLIPWAY_SETUP_VENV:-1}" = 1 ]; then
   ensure_venv
 fi

@@ -9,6 +9,8 @@ pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod history;
+#[cfg(feature = "lint")]
+pub mod lint;
 pub mod local;
 pub mod migrations;
 pub mod plan;

@@ -22,7 +22,7 @@ use slipway::{
 /// in one transaction under an advisory lock. Nothing is ever half-applied.
 ///
 /// Exit codes: 0 success (and, for validate, schema valid); 1 validate found
-/// the schema not valid; 2 error.
+/// the schema not valid, or lint found errors; 2 error.
 #[derive(Debug, Parser)]
 #[command(name = "slipway", version)]
 struct Cli {
@@ -144,6 +144,18 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check the migration files without a database: syntax (PostgreSQL 15's
+    /// parser), destructive statements, lock-risky operations, missing rollbacks
+    ///
+    /// Exit codes: 0 clean or warnings only; 1 lint errors; 2 slipway could not
+    /// lint (unreadable directory, misnamed file, bad option). Every rule is
+    /// listed in the README.
+    Lint {
+        /// Versions above this one must have a NNNN_description_rollback.sql
+        /// (older ones are exempt) [default: none required]
+        #[arg(long, value_name = "VERSION", env = "SLIPWAY_ROLLBACK_REQUIRED_FROM")]
+        rollback_required_from: Option<String>,
+    },
     /// Manage the throw-away PostgreSQL of --local
     Local {
         #[command(subcommand)]
@@ -162,6 +174,13 @@ enum LocalCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Lint touches no database: no runtime, no connection options.
+    if let Some(Command::Lint {
+        rollback_required_from,
+    }) = &cli.command
+    {
+        return lint_command(&cli, rollback_required_from.as_deref());
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -180,11 +199,16 @@ fn main() -> ExitCode {
         Some(Command::Verify) => "verify",
         None if cli.dry_run => "apply",
         Some(Command::Local { command }) => return runtime.block_on(local_command(&cli, command)),
+        Some(Command::Lint {
+            rollback_required_from,
+        }) => return lint_command(&cli, rollback_required_from.as_deref()),
         Some(Command::Snapshot { out, check }) => {
             return runtime.block_on(snapshot_command(&cli, out.as_deref(), *check))
         }
         None => {
-            eprintln!("slipway: say what to do: validate, apply, rollback, status, verify (see slipway --help)");
+            eprintln!(
+                "slipway: say what to do: validate, apply, rollback, status, verify, lint (see slipway --help)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -193,6 +217,20 @@ fn main() -> ExitCode {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.render_human(std::io::stdout().is_terminal()));
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn lint_command(cli: &Cli, rollback_required_from: Option<&str>) -> ExitCode {
+    let report = slipway::lint::lint_dir(&cli.migrations, rollback_required_from);
+    if cli.json {
+        println!("{}", report.to_json());
+    } else {
+        let dir = cli.migrations.display().to_string();
+        print!(
+            "{}",
+            report.render_human(&dir, std::io::stdout().is_terminal())
+        );
     }
     ExitCode::from(report.exit_code())
 }

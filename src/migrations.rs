@@ -457,7 +457,7 @@ fn parse_versioned_name(name: &str) -> std::result::Result<(Version, String, boo
 }
 
 /// Read `-- slipway:<name>` directives from the leading comment block.
-fn parse_directives(sql: &str) -> std::result::Result<Directives, String> {
+pub(crate) fn parse_directives(sql: &str) -> std::result::Result<Directives, String> {
     let mut directives = Directives::default();
     for line in sql.lines() {
         let line = line.trim();
