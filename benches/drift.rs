@@ -17,12 +17,18 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use slipway::catalog::{self, CatalogQuery, QUERY_COUNT};
-use slipway::local::LocalCluster;
+
+mod support;
+
+use support::{
+    build_slipway, check, count_from_env, ms, progress, psql_path, report_of, timed, Samples,
+    Server,
+};
 
 /// Tables of the generated schema.
 const TABLES: usize = 1000;
@@ -34,7 +40,7 @@ const TABLES_PER_MIGRATION: usize = 100;
 const DEFAULT_RUNS: usize = 15;
 
 fn main() {
-    let runs = runs();
+    let runs = count_from_env("SLIPWAY_BENCH_RUNS", DEFAULT_RUNS);
     let slipway = build_slipway();
     let work = tempfile::Builder::new()
         .prefix("slipway-bench-drift-")
@@ -251,16 +257,6 @@ fn main() {
     }
 }
 
-fn runs() -> usize {
-    match std::env::var("SLIPWAY_BENCH_RUNS") {
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => panic!("SLIPWAY_BENCH_RUNS must be a positive whole number, not {text:?}"),
-        },
-        Err(_) => DEFAULT_RUNS,
-    }
-}
-
 fn sample(runs: usize, mut one: impl FnMut() -> Duration) -> Samples {
     // One warm-up run, not counted.
     let _ = one();
@@ -325,136 +321,4 @@ fn slipway_command(slipway: &Path, action: &str, url: &str, migrations: &Path) -
         .arg(migrations)
         .arg("--json");
     command
-}
-
-/// The cluster, stopped and its folder removed when dropped, on a panic too.
-struct Server {
-    cluster: LocalCluster,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let cluster = LocalCluster::start_fresh(dir)
-            .unwrap_or_else(|e| panic!("cannot start the benchmark PostgreSQL server: {e}"));
-        Server { cluster }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        progress("stopping the throw-away PostgreSQL");
-        if let Err(e) = self.cluster.stop() {
-            progress(&format!("could not stop the benchmark server: {e}"));
-        }
-        let _ = fs::remove_dir_all(self.cluster.dir());
-    }
-}
-
-/// Build the release binary the way `make build` does and return its path.
-fn build_slipway() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    progress("building the release slipway binary");
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "--bin", "slipway"])
-        .current_dir(manifest_dir)
-        .stdout(Stdio::from(std::io::stderr()))
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&cargo).display()));
-    assert!(
-        status.success(),
-        "`cargo build --release --bin slipway` failed ({status})"
-    );
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|dir| !dir.is_empty())
-        .map_or_else(|| manifest_dir.join("target"), |dir| manifest_dir.join(dir));
-    let binary = target_dir.join("release").join("slipway");
-    assert!(binary.is_file(), "{} does not exist", binary.display());
-    binary
-}
-
-/// The `psql` beside the server binaries, else the first on PATH (Debian's
-/// `/usr/bin/psql` wrapper adds ~20 ms per start and would flatter slipway).
-fn psql_path(bin_dir: &Path) -> PathBuf {
-    let beside = bin_dir.join("psql");
-    if beside.is_file() {
-        return beside;
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("psql"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| panic!("psql is neither in {} nor on PATH", bin_dir.display()))
-}
-
-#[derive(Default)]
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn sorted(&self) -> Vec<Duration> {
-        let mut v = self.0.clone();
-        v.sort();
-        v
-    }
-
-    fn median(&self) -> Duration {
-        let v = self.sorted();
-        assert!(!v.is_empty(), "no samples");
-        let mid = v.len() / 2;
-        if v.len() % 2 == 1 {
-            v[mid]
-        } else {
-            (v[mid - 1] + v[mid]) / 2
-        }
-    }
-
-    fn min(&self) -> Duration {
-        self.sorted()[0]
-    }
-
-    fn max(&self) -> Duration {
-        *self.sorted().last().expect("no samples")
-    }
-}
-
-fn timed(command: &mut Command, what: &str) -> (Duration, Output) {
-    let started = Instant::now();
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
-    (started.elapsed(), output)
-}
-
-fn report_of(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the report is not JSON ({e})\n--- stdout\n{}\n--- stderr\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
-fn check(output: &Output, what: &str, json_report: bool) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if json_report {
-        assert_eq!(report_of(output)["success"], true, "{what}: not a success");
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn progress(message: &str) {
-    eprintln!("bench-drift: {message}");
 }
