@@ -560,6 +560,13 @@ fn lint_script(
     if role == ScriptRole::Rollback || directives.allow_destructive {
         findings.retain(|f| !f.rule.is_destructive());
     }
+    if role == ScriptRole::Rollback {
+        // A rollback undoes its migration in the one rollback transaction,
+        // usually dropping the indexes together with their tables; asking for
+        // DROP INDEX CONCURRENTLY there would split that transaction for a
+        // lock the DROP TABLE beside it takes anyway.
+        findings.retain(|f| f.rule != Rule::DropIndexWithoutConcurrently);
+    }
     findings
 }
 
@@ -1418,7 +1425,7 @@ mod tests {
                 ("drop-index-without-concurrently", 6),
             ]
         );
-        // Rollbacks are checked like forward migrations: they lock the same.
+        // Rollback scripts drop indexes inside the rollback transaction.
         let findings = lint_files(&[
             ("0001_a.sql", "CREATE TABLE t (a int);"),
             ("0002_b.sql", "CREATE INDEX t_a_idx ON t (a);"),
@@ -1428,13 +1435,7 @@ mod tests {
             .iter()
             .map(|f| (f.rule.id(), f.file.as_str()))
             .collect();
-        assert_eq!(
-            ids,
-            [
-                ("index-without-concurrently", "0002_b.sql"),
-                ("drop-index-without-concurrently", "0002_b_rollback.sql")
-            ]
-        );
+        assert_eq!(ids, [("index-without-concurrently", "0002_b.sql")]);
     }
 
     #[test]
