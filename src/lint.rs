@@ -70,11 +70,14 @@ pub enum Rule {
     DeleteWithoutWhere,
     UpdateWithoutWhere,
     ConcurrentlyInTransaction,
+    VacuumInTransaction,
     MissingRollback,
     IndexWithoutConcurrently,
+    DropIndexWithoutConcurrently,
     AlterColumnType,
     ForeignKeyWithoutNotValid,
     CheckWithoutNotValid,
+    UniqueConstraintWithoutIndex,
     SetNotNull,
     VacuumFull,
     Cluster,
@@ -84,7 +87,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, errors first.
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 21] = [
         Rule::SyntaxError,
         Rule::DropTable,
         Rule::DropColumn,
@@ -93,11 +96,14 @@ impl Rule {
         Rule::DeleteWithoutWhere,
         Rule::UpdateWithoutWhere,
         Rule::ConcurrentlyInTransaction,
+        Rule::VacuumInTransaction,
         Rule::MissingRollback,
         Rule::IndexWithoutConcurrently,
+        Rule::DropIndexWithoutConcurrently,
         Rule::AlterColumnType,
         Rule::ForeignKeyWithoutNotValid,
         Rule::CheckWithoutNotValid,
+        Rule::UniqueConstraintWithoutIndex,
         Rule::SetNotNull,
         Rule::VacuumFull,
         Rule::Cluster,
@@ -116,11 +122,14 @@ impl Rule {
             Rule::DeleteWithoutWhere => "delete-without-where",
             Rule::UpdateWithoutWhere => "update-without-where",
             Rule::ConcurrentlyInTransaction => "concurrently-in-transaction",
+            Rule::VacuumInTransaction => "vacuum-in-transaction",
             Rule::MissingRollback => "missing-rollback",
             Rule::IndexWithoutConcurrently => "index-without-concurrently",
+            Rule::DropIndexWithoutConcurrently => "drop-index-without-concurrently",
             Rule::AlterColumnType => "alter-column-type",
             Rule::ForeignKeyWithoutNotValid => "foreign-key-without-not-valid",
             Rule::CheckWithoutNotValid => "check-without-not-valid",
+            Rule::UniqueConstraintWithoutIndex => "unique-constraint-without-index",
             Rule::SetNotNull => "set-not-null",
             Rule::VacuumFull => "vacuum-full",
             Rule::Cluster => "cluster",
@@ -140,11 +149,14 @@ impl Rule {
             | Rule::DeleteWithoutWhere
             | Rule::UpdateWithoutWhere
             | Rule::ConcurrentlyInTransaction
+            | Rule::VacuumInTransaction
             | Rule::MissingRollback => Severity::Error,
             Rule::IndexWithoutConcurrently
+            | Rule::DropIndexWithoutConcurrently
             | Rule::AlterColumnType
             | Rule::ForeignKeyWithoutNotValid
             | Rule::CheckWithoutNotValid
+            | Rule::UniqueConstraintWithoutIndex
             | Rule::SetNotNull
             | Rule::VacuumFull
             | Rule::Cluster
@@ -183,12 +195,15 @@ impl Rule {
             Rule::DeleteWithoutWhere | Rule::UpdateWithoutWhere => {
                 "add a WHERE clause (WHERE true, if every row is meant), or mark the file -- slipway:allow-destructive"
             }
-            Rule::ConcurrentlyInTransaction => {
+            Rule::ConcurrentlyInTransaction | Rule::VacuumInTransaction => {
                 "put the statement in a migration of its own that starts with -- slipway:no-transaction"
             }
             Rule::MissingRollback => "add NNNN_description_rollback.sql with the inverse",
             Rule::IndexWithoutConcurrently => {
                 "CREATE INDEX CONCURRENTLY, in a migration of its own with -- slipway:no-transaction"
+            }
+            Rule::DropIndexWithoutConcurrently => {
+                "DROP INDEX CONCURRENTLY, in a migration of its own with -- slipway:no-transaction"
             }
             Rule::AlterColumnType => {
                 "add a column of the new type, backfill it in batches, switch the application, drop the old column later (growing varchar(n) or varchar to text is catalog-only and safe)"
@@ -198,6 +213,9 @@ impl Rule {
             }
             Rule::CheckWithoutNotValid => {
                 "ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE CONSTRAINT in a later deploy (slipway runs one deploy in one transaction)"
+            }
+            Rule::UniqueConstraintWithoutIndex => {
+                "CREATE UNIQUE INDEX CONCURRENTLY in a migration of its own with -- slipway:no-transaction, then ADD CONSTRAINT ... UNIQUE (or PRIMARY KEY) USING INDEX in a later one"
             }
             Rule::SetNotNull => {
                 "ADD CONSTRAINT ... CHECK (column IS NOT NULL) NOT VALID, VALIDATE CONSTRAINT in a later deploy, then SET NOT NULL (it uses the valid check instead of scanning)"
@@ -525,6 +543,7 @@ fn lint_script(
         sql,
         transactional: !directives.no_transaction,
         created: HashSet::new(),
+        created_indexes: HashSet::new(),
         not_valid_here: HashMap::new(),
         findings: Vec::new(),
         record: role == ScriptRole::Forward,
@@ -541,6 +560,13 @@ fn lint_script(
     if role == ScriptRole::Rollback || directives.allow_destructive {
         findings.retain(|f| !f.rule.is_destructive());
     }
+    if role == ScriptRole::Rollback {
+        // A rollback undoes its migration in the one rollback transaction,
+        // usually dropping the indexes together with their tables; asking for
+        // DROP INDEX CONCURRENTLY there would split that transaction for a
+        // lock the DROP TABLE beside it takes anyway.
+        findings.retain(|f| f.rule != Rule::DropIndexWithoutConcurrently);
+    }
     findings
 }
 
@@ -550,6 +576,10 @@ struct ScriptLinter<'a> {
     transactional: bool,
     /// Tables created earlier in this file: new, empty, already locked by us.
     created: HashSet<TableKey>,
+    /// Indexes created earlier in this file, as `(schema, index)`: dropping
+    /// one undoes this file's own work, and its CREATE INDEX was already
+    /// judged on its lock.
+    created_indexes: HashSet<TableKey>,
     /// Constraints this file added `NOT VALID`: (table, name) → their rule.
     not_valid_here: HashMap<(TableKey, String), Rule>,
     findings: Vec<Finding>,
@@ -576,25 +606,7 @@ impl ScriptLinter<'_> {
     /// Whether every table a `DROP TABLE` names was created in this file
     /// (a scratch table: no data of anyone's is lost).
     fn all_created_here(&self, objects: &[pg_query::protobuf::Node]) -> bool {
-        objects.iter().all(|object| {
-            let Some(NodeEnum::List(list)) = object.node.as_ref() else {
-                return false;
-            };
-            let names: Vec<&str> = list
-                .items
-                .iter()
-                .filter_map(|item| match item.node.as_ref() {
-                    Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
-                    _ => None,
-                })
-                .collect();
-            let key = match names.as_slice() {
-                [table] => ("public".to_owned(), (*table).to_owned()),
-                [.., schema, table] => ((*schema).to_owned(), (*table).to_owned()),
-                [] => return false,
-            };
-            self.created.contains(&key)
-        })
+        all_in(&self.created, objects)
     }
 
     fn statement(&mut self, node: &NodeEnum, start: usize) {
@@ -640,6 +652,11 @@ impl ScriptLinter<'_> {
                 }
             }
             NodeEnum::IndexStmt(index) => {
+                if let (Some(relation), false) = (&index.relation, index.idxname.is_empty()) {
+                    // An index lives in its table's schema.
+                    let (schema, _) = table_key(relation);
+                    self.created_indexes.insert((schema, index.idxname.clone()));
+                }
                 let table = relation_name(index.relation.as_ref());
                 if index.concurrent {
                     self.concurrently(start, &format!("CREATE INDEX CONCURRENTLY on {table}"));
@@ -664,6 +681,15 @@ impl ScriptLinter<'_> {
                 }
                 if drop.concurrent {
                     self.concurrently(start, "DROP INDEX CONCURRENTLY");
+                } else if ObjectType::from_i32(drop.remove_type) == Some(ObjectType::ObjectIndex)
+                    && !all_in(&self.created_indexes, &drop.objects)
+                {
+                    let names: Vec<String> = drop.objects.iter().map(|o| object_names(o).join(".")).collect();
+                    self.push(
+                        Rule::DropIndexWithoutConcurrently,
+                        start,
+                        format!("DROP INDEX {} without CONCURRENTLY takes an ACCESS EXCLUSIVE lock on its table: no reads or writes while it waits for running queries and drops", names.join(", ")),
+                    );
                 }
             }
             NodeEnum::TruncateStmt(truncate) => {
@@ -716,6 +742,14 @@ impl ScriptLinter<'_> {
                     Some(NodeEnum::DefElem(d)) => d.defname == "full" && !is_false(d.arg.as_deref()),
                     _ => false,
                 });
+                // ANALYZE alone may run in a transaction; every VACUUM may not.
+                if vacuum.is_vacuumcmd && self.transactional {
+                    self.push(
+                        Rule::VacuumInTransaction,
+                        start,
+                        "VACUUM cannot run inside a transaction block, and slipway runs this migration in one".into(),
+                    );
+                }
                 if vacuum.is_vacuumcmd && full {
                     self.push(
                         Rule::VacuumFull,
@@ -789,6 +823,14 @@ impl ScriptLinter<'_> {
                                     Rule::ForeignKeyWithoutNotValid,
                                     offset,
                                     format!("a foreign key on new column {table}.{} is checked at once, locking {table} and the referenced table", column.colname),
+                                );
+                            }
+                            if let (true, Some(kind)) = (existing, builds_index(c)) {
+                                let offset = self.constraint_offset(c, start);
+                                self.push(
+                                    Rule::UniqueConstraintWithoutIndex,
+                                    offset,
+                                    format!("a {kind} constraint on new column {table}.{} builds its index under an ACCESS EXCLUSIVE lock: no reads or writes until it ends", column.colname),
                                 );
                             }
                         }
@@ -872,6 +914,15 @@ impl ScriptLinter<'_> {
                     relation_name(c.pktable.as_ref())
                 ),
             ),
+            Some(ConstrType::ConstrUnique | ConstrType::ConstrPrimary) if existing => {
+                if let Some(kind) = builds_index(c) {
+                    self.push(
+                        Rule::UniqueConstraintWithoutIndex,
+                        offset,
+                        format!("{kind} constraint{name} without USING INDEX builds its index on {table} under an ACCESS EXCLUSIVE lock: no reads or writes until it ends"),
+                    );
+                }
+            }
             Some(ConstrType::ConstrCheck) => {
                 if existing && !c.skip_validation {
                     self.push(
@@ -918,6 +969,47 @@ fn not_null_column(c: &Constraint) -> Option<String> {
         Some(NodeEnum::String(s)) => Some(s.sval.clone()),
         _ => None,
     }
+}
+
+/// `"unique"` or `"primary key"` when the constraint builds a new index;
+/// `None` for other constraints and for `USING INDEX`, which adopts an
+/// index built beforehand (concurrently, without the table lock).
+fn builds_index(c: &Constraint) -> Option<&'static str> {
+    if !c.indexname.is_empty() {
+        return None;
+    }
+    match ConstrType::from_i32(c.contype) {
+        Some(ConstrType::ConstrUnique) => Some("unique"),
+        Some(ConstrType::ConstrPrimary) => Some("primary key"),
+        _ => None,
+    }
+}
+
+/// The dotted name of one object of a `DROP`, e.g. `["public", "t"]`.
+fn object_names(object: &pg_query::protobuf::Node) -> Vec<&str> {
+    let Some(NodeEnum::List(list)) = object.node.as_ref() else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .filter_map(|item| match item.node.as_ref() {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `set` holds every object a `DROP` names, an unqualified name
+/// taken as `public`'s.
+fn all_in(set: &HashSet<TableKey>, objects: &[pg_query::protobuf::Node]) -> bool {
+    objects.iter().all(|object| {
+        let key = match object_names(object).as_slice() {
+            [name] => ("public".to_owned(), (*name).to_owned()),
+            [.., schema, name] => ((*schema).to_owned(), (*name).to_owned()),
+            [] => return false,
+        };
+        set.contains(&key)
+    })
 }
 
 /// `FULL false` / `CONCURRENTLY false` switch the option off.
@@ -1122,10 +1214,13 @@ mod tests {
             ("delete-without-where", "WITH d AS (DELETE FROM existing RETURNING id) SELECT count(*) FROM d;", "DELETE FROM existing WHERE id < 0;"),
             ("update-without-where", "UPDATE existing SET note = '';", "UPDATE existing SET note = '' WHERE note IS NULL;"),
             ("concurrently-in-transaction", "CREATE INDEX CONCURRENTLY i ON existing (note);", "-- slipway:no-transaction\nCREATE INDEX CONCURRENTLY i ON existing (note);"),
+            ("vacuum-in-transaction", "VACUUM existing;", "-- slipway:no-transaction\nVACUUM existing;"),
             ("index-without-concurrently", "CREATE INDEX i ON existing (note);", "CREATE TABLE fresh (a int);\nCREATE INDEX i ON fresh (a);"),
+            ("drop-index-without-concurrently", "DROP INDEX IF EXISTS existing_note_idx;", "-- slipway:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS existing_note_idx;"),
             ("alter-column-type", "ALTER TABLE existing ALTER COLUMN note TYPE varchar(10);", "CREATE TABLE fresh (a int);\nALTER TABLE fresh ALTER COLUMN a TYPE bigint;"),
             ("foreign-key-without-not-valid", "ALTER TABLE existing ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES existing (id);", "ALTER TABLE existing ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES existing (id) NOT VALID;"),
             ("check-without-not-valid", "ALTER TABLE existing ADD CONSTRAINT c CHECK (id > 0);", "ALTER TABLE existing ADD CONSTRAINT c CHECK (id > 0) NOT VALID;"),
+            ("unique-constraint-without-index", "ALTER TABLE existing ADD CONSTRAINT u UNIQUE (note);", "ALTER TABLE existing ADD CONSTRAINT u UNIQUE USING INDEX existing_note_key;"),
             ("set-not-null", "ALTER TABLE existing ALTER COLUMN note SET NOT NULL;", "ALTER TABLE existing ADD CONSTRAINT nn CHECK (note IS NOT NULL) NOT VALID;\nALTER TABLE existing VALIDATE CONSTRAINT nn;\nALTER TABLE existing ALTER COLUMN note SET NOT NULL;"),
             ("vacuum-full", "VACUUM FULL existing;", "VACUUM (FULL false) existing;"),
             ("cluster", "CLUSTER existing USING existing_pkey;", "ANALYZE existing;"),
@@ -1283,6 +1378,83 @@ mod tests {
         }
         // Allowed inside a transaction: not flagged.
         assert!(rules("REFRESH MATERIALIZED VIEW CONCURRENTLY mv;").is_empty());
+    }
+
+    #[test]
+    fn every_vacuum_needs_no_transaction() {
+        for sql in [
+            "VACUUM;",
+            "VACUUM existing;",
+            "VACUUM (ANALYZE, VERBOSE) existing;",
+            "VACUUM (FULL false) existing;",
+        ] {
+            assert_eq!(rules(sql), [("vacuum-in-transaction", 1)], "{sql}");
+            let alone = format!("-- slipway:no-transaction\n{sql}");
+            assert!(rules(&alone).is_empty(), "{alone}");
+        }
+        // VACUUM FULL fails in a transaction and locks the table outside one.
+        assert_eq!(
+            rules("VACUUM FULL existing;"),
+            [("vacuum-in-transaction", 1), ("vacuum-full", 1)]
+        );
+        assert_eq!(
+            rules("-- slipway:no-transaction\nVACUUM FULL existing;"),
+            [("vacuum-full", 2)]
+        );
+        // ANALYZE alone runs in a transaction.
+        assert!(rules("ANALYZE existing;").is_empty());
+    }
+
+    #[test]
+    fn dropping_an_index_created_in_the_same_file_is_not_flagged() {
+        let found = rules(
+            "CREATE TABLE scratch (a int);\nCREATE INDEX scratch_a_idx ON scratch (a);\nDROP INDEX public.scratch_a_idx;",
+        );
+        assert!(found.is_empty(), "{found:?}");
+        // One index from an earlier migration among them: flagged. An
+        // index lives in its table's schema.
+        let found = rules(
+            "CREATE INDEX existing_note_idx ON existing (note);\nDROP INDEX existing_note_idx;\nDROP INDEX existing_note_idx, existing_pkey;\nCREATE INDEX s_idx ON other.t (a);\nDROP INDEX other.s_idx;\nDROP INDEX s_idx;",
+        );
+        assert_eq!(
+            found,
+            [
+                ("index-without-concurrently", 1),
+                ("drop-index-without-concurrently", 3),
+                ("index-without-concurrently", 4),
+                ("drop-index-without-concurrently", 6),
+            ]
+        );
+        // Rollback scripts drop indexes inside the rollback transaction.
+        let findings = lint_files(&[
+            ("0001_a.sql", "CREATE TABLE t (a int);"),
+            ("0002_b.sql", "CREATE INDEX t_a_idx ON t (a);"),
+            ("0002_b_rollback.sql", "DROP INDEX t_a_idx;"),
+        ]);
+        let ids: Vec<_> = findings
+            .iter()
+            .map(|f| (f.rule.id(), f.file.as_str()))
+            .collect();
+        assert_eq!(ids, [("index-without-concurrently", "0002_b.sql")]);
+    }
+
+    #[test]
+    fn unique_and_primary_key_constraints_need_an_index_built_beforehand() {
+        let found = rules(
+            "ALTER TABLE existing ADD PRIMARY KEY (id);\nALTER TABLE existing ADD COLUMN code text UNIQUE;\nALTER TABLE existing ADD COLUMN n bigint\n    PRIMARY KEY;",
+        );
+        assert_eq!(
+            found,
+            [
+                ("unique-constraint-without-index", 1),
+                ("unique-constraint-without-index", 2),
+                ("unique-constraint-without-index", 4),
+            ]
+        );
+        let found = rules(
+            "ALTER TABLE existing ADD CONSTRAINT existing_pkey PRIMARY KEY USING INDEX existing_id_idx;\nCREATE TABLE fresh (a int UNIQUE, b int, PRIMARY KEY (b));\nALTER TABLE fresh ADD CONSTRAINT fresh_a_b_key UNIQUE (a, b);\nALTER TABLE fresh ADD COLUMN c int UNIQUE;",
+        );
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

@@ -258,6 +258,11 @@ fn shipped_migrations_pass() {
 /// `require-statement-timeout` are what slipway's engine sets itself
 /// (`--lock-timeout`, `--statement-timeout`), `prefer-robust-stmts` asks for
 /// the transaction slipway always opens, the `prefer-*` type rules are style.
+/// squawk also reports `constraint-missing-not-valid` on a UNIQUE or PRIMARY
+/// KEY constraint, which has no NOT VALID form: what it warns of there, the
+/// scan under the table lock, is the index build that
+/// `unique-constraint-without-index` flags. squawk has no rule for what
+/// `vacuum-in-transaction` flags.
 const SQUAWK_TO_SLIPWAY: &[(&str, &[&str])] = &[
     ("syntax-error", &["syntax-error"]),
     ("ban-drop-table", &["drop-table"]),
@@ -270,12 +275,28 @@ const SQUAWK_TO_SLIPWAY: &[(&str, &[&str])] = &[
         &["index-without-concurrently"],
     ),
     (
+        "require-concurrent-index-deletion",
+        &["drop-index-without-concurrently"],
+    ),
+    (
         "adding-foreign-key-constraint",
         &["foreign-key-without-not-valid"],
     ),
     (
         "constraint-missing-not-valid",
-        &["check-without-not-valid", "foreign-key-without-not-valid"],
+        &[
+            "check-without-not-valid",
+            "foreign-key-without-not-valid",
+            "unique-constraint-without-index",
+        ],
+    ),
+    (
+        "disallowed-unique-constraint",
+        &["unique-constraint-without-index"],
+    ),
+    (
+        "adding-serial-primary-key-field",
+        &["unique-constraint-without-index"],
     ),
     ("adding-not-nullable-field", &["set-not-null"]),
     ("renaming-column", &["rename-column"]),
