@@ -1025,13 +1025,7 @@ fn object_word(kind: DriftKind, object: &str) -> &'static str {
 }
 
 fn render_grouped(lines: impl Iterator<Item = (String, Line)>, color: bool) -> String {
-    let paint = |code: &str, text: &str| {
-        if color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
-    };
+    let paint = crate::report::painter(color);
     let mut groups: BTreeMap<String, Vec<Line>> = BTreeMap::new();
     for (group, line) in lines {
         groups.entry(group).or_default().push(line);

@@ -197,37 +197,32 @@ impl Migrator {
             .lock_timeout(self.settings.lock_timeout)
     }
 
-    /// Run a history read (which includes the catalog read) again while it
-    /// fails on `lock_timeout`: describing a table takes a share lock on it,
-    /// so a table held exclusively elsewhere makes the read wait, as it
-    /// would make a migration wait.
-    async fn read_with_retries<F, Fut>(&self, mut read: F) -> Result<HistoryState>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<HistoryState>>,
-    {
-        let attempts = self.settings.lock_retries + 1;
-        let mut backoff = self.settings.retry_backoff;
-        for attempt in 1..=attempts {
-            match read().await {
-                Err(Error::LockTimeout { message, .. }) if attempt < attempts => {
-                    tracing::warn!(
-                        attempt,
-                        retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
-                        "lock timeout reading the catalog ({message}); retrying"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = backoff.saturating_mul(2);
-                }
-                Err(Error::LockTimeout { message, .. }) => {
-                    return Err(Error::LockTimeout { attempts, message })
-                }
-                other => return other,
-            }
+    /// Connect, then read the history and, with the drift check on, the live
+    /// catalog; with `lock`, take the migration lock first. The read runs
+    /// again while it fails on `lock_timeout`: describing a table takes a
+    /// share lock on it, so a table held exclusively elsewhere makes the read
+    /// wait, as it would make a migration wait.
+    async fn open_and_read(&self, lock: bool) -> Result<(Client, History, HistoryState)> {
+        let (client, history) = self.open().await?;
+        let query = self.catalog_query();
+        let live = self.target.check_drift.then_some(&query);
+        if lock {
+            tracing::debug!("taking the migration lock");
         }
-        Err(Error::Internal(
-            "retry loop ended without an outcome".into(),
-        ))
+        let state = self
+            .with_retries(|| async {
+                let read = if lock {
+                    history.lock_and_read(&client, live).await
+                } else {
+                    history.read(&client, live).await
+                };
+                read.map_err(|error| match error {
+                    Error::LockTimeout { message, .. } => BatchError::LockTimeout(message),
+                    other => BatchError::Failed(other),
+                })
+            })
+            .await?;
+        Ok((client, history, state))
     }
 
     /// The committed expected snapshot of the migration set, if it has one.
@@ -342,12 +337,7 @@ impl Migrator {
 
     /// Validate into `report`: history, plan, drift. Returns the history rows.
     async fn inspect(&self, report: &mut Report) -> Result<Vec<HistoryRow>> {
-        let (client, history) = self.open().await?;
-        let query = self.catalog_query();
-        let live = self.target.check_drift.then_some(&query);
-        let state = self
-            .read_with_retries(|| history.read(&client, live))
-            .await?;
+        let (client, history, state) = self.open_and_read(false).await?;
         let rows = state.rows.clone().unwrap_or_default();
         let plan = plan(&rows, &self.set, None)?;
         fill_from_plan(report, &state, &plan);
@@ -363,13 +353,7 @@ impl Migrator {
 
     async fn apply_into(&self, report: &mut Report, options: &ApplyOptions) -> Result<()> {
         let target = self.target_version(options.target.as_deref())?;
-        let (client, history) = self.open().await?;
-        let query = self.catalog_query();
-        tracing::debug!("taking the migration lock");
-        let live = self.target.check_drift.then_some(&query);
-        let state = self
-            .read_with_retries(|| history.lock_and_read(&client, live))
-            .await?;
+        let (client, history, state) = self.open_and_read(true).await?;
         let rows = state.rows.clone().unwrap_or_default();
         let plan = plan(&rows, &self.set, target.as_ref())?;
         fill_from_plan(report, &state, &plan);
@@ -537,12 +521,7 @@ impl Migrator {
             ))
         })?;
         let everything = to.as_str().bytes().all(|b| b == b'0');
-        let (client, history) = self.open().await?;
-        let query = self.catalog_query();
-        let live = self.target.check_drift.then_some(&query);
-        let state = self
-            .read_with_retries(|| history.lock_and_read(&client, live))
-            .await?;
+        let (client, history, state) = self.open_and_read(true).await?;
         let rows = state.rows.clone().unwrap_or_default();
         let plan = plan(&rows, &self.set, None)?;
         fill_from_plan(report, &state, &plan);
@@ -803,8 +782,9 @@ impl Migrator {
     }
 
     /// Run `attempt` again while it fails on `lock_timeout`, with a doubling
-    /// backoff: the failed attempt was rolled back (or, for a no-transaction
-    /// migration, left only what the next attempt cleans up).
+    /// backoff: a failed read changed nothing, a failed batch was rolled back,
+    /// and a failed no-transaction migration left only what the next attempt
+    /// cleans up.
     async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -820,7 +800,7 @@ impl Migrator {
                     tracing::warn!(
                         attempt = number,
                         retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
-                        "lock timeout ({message}); rolled back, retrying"
+                        "lock timeout ({message}); retrying"
                     );
                     tokio::time::sleep(backoff).await;
                     backoff = backoff.saturating_mul(2);

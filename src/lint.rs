@@ -330,13 +330,7 @@ impl LintReport {
     /// `dir/file:line:column: severity [rule] message`, the form editors
     /// and CI annotations jump to; `dir` is the migrations directory.
     pub fn render_human(&self, dir: &str, color: bool) -> String {
-        let paint = |code: &str, text: &str| {
-            if color {
-                format!("\x1b[{code}m{text}\x1b[0m")
-            } else {
-                text.to_owned()
-            }
-        };
+        let paint = crate::report::painter(color);
         let mut out = String::new();
         if let Some(error) = &self.error {
             let _ = writeln!(

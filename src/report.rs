@@ -221,13 +221,7 @@ impl Report {
 
     /// Human-readable text; ANSI colour when `color` is set (a TTY).
     pub fn render_human(&self, color: bool) -> String {
-        let paint = |code: &str, text: &str| {
-            if color {
-                format!("\x1b[{code}m{text}\x1b[0m")
-            } else {
-                text.to_owned()
-            }
-        };
+        let paint = crate::report::painter(color);
         let mut out = String::new();
         let database = self.database.as_deref().unwrap_or("?");
         let current = self.current_version.as_deref().unwrap_or("none");
@@ -484,6 +478,18 @@ fn table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> String {
         push_line(row.each_ref().map(String::as_str));
     }
     out
+}
+
+/// Wraps text in an ANSI colour `code` when `color` is set (a TTY), else
+/// leaves it plain: the one colouring rule of every human rendering.
+pub(crate) fn painter(color: bool) -> impl Fn(&str, &str) -> String {
+    move |code, text| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
 }
 
 #[cfg(test)]
