@@ -393,13 +393,7 @@ async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
             Err(e) => Err(e),
         },
     };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("slipway: {e}");
-            ExitCode::from(2)
-        }
-    }
+    exit_code(outcome)
 }
 
 /// `slipway snapshot`: write the expected snapshot, or with `--check` say
@@ -435,6 +429,13 @@ async fn snapshot_command(cli: &Cli, out: Option<&Path>, check: bool) -> ExitCod
             .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display()))),
         Err(e) => Err(e),
     };
+    exit_code(outcome)
+}
+
+/// Only an explicit --database-url moves the scratch database off the
+/// embedded server: a DATABASE_URL left in the environment may be production.
+/// Exit 0, or print the error on one line and exit 2 (DESIGN.md's exit codes).
+fn exit_code(outcome: Result<(), Error>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -444,8 +445,6 @@ async fn snapshot_command(cli: &Cli, out: Option<&Path>, check: bool) -> ExitCod
     }
 }
 
-/// Only an explicit --database-url moves the scratch database off the
-/// embedded server: a DATABASE_URL left in the environment may be production.
 async fn build_snapshot(cli: &Cli) -> Result<Snapshot, Error> {
     let set = MigrationSet::from_dir(&cli.migrations)?;
     let target = scratch_server(cli).await?;
