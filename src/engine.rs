@@ -28,7 +28,7 @@ use crate::connect::{connect, ConnectOptions};
 use crate::drift::{diff, DiffOptions, Difference, DriftKind};
 use crate::error::{Error, Result};
 use crate::history::{
-    names_identifier, BatchError, BatchOptions, BatchSteps, History, HistoryState,
+    names_identifier, BatchError, BatchOptions, BatchSteps, History, HistorySetup, HistoryState,
 };
 use crate::migrations::{Migration, MigrationKind, MigrationSet, Version, EXPECTED_SNAPSHOT_FILE};
 use crate::plan::{plan, HistoryRow, Plan};
@@ -209,17 +209,61 @@ impl Migrator {
         if lock {
             tracing::debug!("taking the migration lock");
         }
+        let read = || async {
+            let read = if lock {
+                history.lock_and_read(&client, live).await
+            } else {
+                history.read(&client, live).await
+            };
+            read.map_err(|error| match error {
+                Error::LockTimeout { message, .. } => BatchError::LockTimeout(message),
+                other => BatchError::Failed(other),
+            })
+        };
         let state = self
             .with_retries(|| async {
-                let read = if lock {
-                    history.lock_and_read(&client, live).await
-                } else {
-                    history.read(&client, live).await
-                };
-                read.map_err(|error| match error {
-                    Error::LockTimeout { message, .. } => BatchError::LockTimeout(message),
-                    other => BatchError::Failed(other),
-                })
+                let state = read().await?;
+                if !lock {
+                    return Ok(state);
+                }
+                // A standby or a read-only default would fail the first
+                // migration with a message that blames it.
+                if let Some(reason) = state.server.read_only_reason() {
+                    return Err(BatchError::Failed(Error::ReadOnly(reason.to_owned())));
+                }
+                check_isolation(&state)?;
+                if state.server.locked {
+                    return Ok(state);
+                }
+                // Another run holds the lock: say who, wait at most
+                // lock_timeout (a timeout is retried like any other), then
+                // read again — what that run committed is now visible.
+                let holder = history
+                    .lock_holder(&client)
+                    .await
+                    .map_err(BatchError::Failed)?;
+                let who = holder.map_or_else(
+                    || "another slipway run".to_owned(),
+                    |h| format!("another slipway run ({h})"),
+                );
+                tracing::warn!(
+                    "waiting up to {} ms for the migration lock of {}: {who} holds it",
+                    self.settings.lock_timeout.as_millis(),
+                    history.schema()
+                );
+                history
+                    .wait_for_lock(&client, self.settings.lock_timeout)
+                    .await
+                    .map_err(|e| match e {
+                        BatchError::LockTimeout(_) => BatchError::LockTimeout(format!(
+                            "{who} holds the migration lock of {}",
+                            history.schema()
+                        )),
+                        other => other,
+                    })?;
+                let state = read().await?;
+                check_isolation(&state)?;
+                Ok(state)
             })
             .await?;
         Ok((client, history, state))
@@ -410,7 +454,7 @@ impl Migrator {
         };
         let run = Run {
             steps: plan.pending.clone(),
-            create_history: state.rows.is_none(),
+            setup: history_setup(&state),
             drop_first: Vec::new(),
             owned,
             expected,
@@ -549,7 +593,8 @@ impl Migrator {
         let undo: Vec<&Migration> = applied
             .iter()
             .rev()
-            .filter(|v| **v > to)
+            // `--to 0` undoes everything, a version 0 migration included.
+            .filter(|v| everything || **v > to)
             .filter_map(|v| self.set.find(v))
             .collect();
         if undo.is_empty() {
@@ -589,7 +634,7 @@ impl Migrator {
         let scripts: Vec<Migration> = undo.iter().filter_map(|m| m.rollback_step()).collect();
         let run = Run {
             steps: scripts.iter().collect(),
-            create_history: false,
+            setup: history_setup(&state),
             drop_first: history.read_owned(&client).await?,
             owned: None,
             expected: None,
@@ -658,14 +703,14 @@ impl Migrator {
             client: self.target.client.clone(),
         };
         let parts = segments(&run.steps, !run.drop_first.is_empty());
-        let mut create_history = run.create_history;
+        let mut setup = run.setup;
         let mut drop_first = &run.drop_first[..];
         for (number, part) in parts.iter().enumerate() {
             let last = number + 1 == parts.len();
             if part.alone {
                 let step = run.steps[part.range.start];
                 let schemas = &self.target.managed_schemas;
-                let create = create_history;
+                let first_setup = setup;
                 // Kept across attempts and reported also when the step fails.
                 let dropped = std::sync::Mutex::new(Vec::new());
                 let result = self
@@ -677,7 +722,7 @@ impl Migrator {
                             all.extend(left);
                         }
                         history
-                            .run_alone(client, step, create, &batch_options, &query, schemas)
+                            .run_alone(client, step, first_setup, &batch_options, &query, schemas)
                             .await
                     })
                     .await;
@@ -685,7 +730,7 @@ impl Migrator {
                     .dropped_invalid
                     .extend(dropped.into_inner().unwrap_or_default());
                 let alone = result?;
-                create_history = false;
+                setup = HistorySetup::Ready;
                 executed
                     .done
                     .push((part.range.start, alone.outcome.execution_ms));
@@ -713,7 +758,7 @@ impl Migrator {
             });
             let batch = BatchSteps {
                 steps,
-                create_history,
+                setup,
                 drop_first,
                 catalog_before,
             };
@@ -737,7 +782,7 @@ impl Migrator {
                     _ => None,
                 }
             };
-            create_history = false;
+            setup = HistorySetup::Ready;
             drop_first = &[];
             // What ships is what CI tested: the schema the migrations
             // produced here, inside the still-open transaction, must be the
@@ -816,6 +861,30 @@ impl Migrator {
     }
 }
 
+/// How the history table must be prepared before the first step.
+fn history_setup(state: &HistoryState) -> HistorySetup {
+    if state.rows.is_none() {
+        HistorySetup::Create
+    } else if state.server.history_indexed {
+        HistorySetup::Ready
+    } else {
+        HistorySetup::Upgrade
+    }
+}
+
+/// Refuse a locked read taken under another isolation than read committed:
+/// its snapshot may predate the lock, so it may miss what the previous
+/// holder committed (the connection asks for read committed at start-up;
+/// a connection pooler can drop that request).
+fn check_isolation(state: &HistoryState) -> std::result::Result<(), BatchError> {
+    match state.server.isolation.as_str() {
+        "read committed" => Ok(()),
+        other => Err(BatchError::Failed(Error::Config(format!(
+            "the connection runs at isolation level '{other}' although slipway asked for read committed at start-up (options=-c default_transaction_isolation); connect to PostgreSQL directly, not through a pooler that drops start-up options"
+        )))),
+    }
+}
+
 /// What to do about drift found before a run changes anything.
 struct DriftPolicy {
     /// Go ahead anyway (`--allow-drift`).
@@ -827,8 +896,8 @@ struct DriftPolicy {
 /// The steps of an apply or a rollback, decided.
 struct Run<'a> {
     steps: Vec<&'a Migration>,
-    /// Create the history table in the first transaction (a new database).
-    create_history: bool,
+    /// Create or upgrade the history table in the first transaction.
+    setup: HistorySetup,
     /// Objects the repeatable scripts created, dropped first (a rollback).
     drop_first: Vec<OwnedObject>,
     /// The recorded objects of the repeatable scripts, when the steps

@@ -123,8 +123,13 @@ pub enum Error {
     #[error("local postgresql: {0}")]
     LocalCluster(String),
 
-    #[error("could not take the table locks the migrations need within lock_timeout, {attempts} attempts; another session holds them: {message}")]
+    #[error("gave up waiting for a lock after {attempts} attempt(s) of lock_timeout each: {message}; nothing was changed — rerun when it is free, or raise --lock-timeout / --lock-retries")]
     LockTimeout { attempts: u32, message: String },
+
+    /// The server accepts no writes: a hot standby, or a database whose
+    /// `default_transaction_read_only` is on.
+    #[error("the server is read-only ({0}); nothing was changed — point slipway at the primary")]
+    ReadOnly(String),
 
     #[error("migration {} failed: {}{}", .0.file, .0.message, .0.leftovers())]
     MigrationFailed(Box<MigrationFailure>),
@@ -183,7 +188,9 @@ impl Error {
             | Error::PostgresNotInstalled(_)
             | Error::RollbackMissing { .. } => ErrorCode::Config,
             Error::Secret(_) => ErrorCode::Secret,
-            Error::Connection(_) | Error::LocalCluster(_) => ErrorCode::Connection,
+            Error::Connection(_) | Error::LocalCluster(_) | Error::ReadOnly(_) => {
+                ErrorCode::Connection
+            }
             Error::Auth(_) => ErrorCode::Auth,
             Error::Tls(_) => ErrorCode::Tls,
             Error::LockTimeout { .. } => ErrorCode::LockTimeout,
@@ -254,6 +261,7 @@ mod tests {
             (Error::Secret("x".into()), "secret"),
             (Error::Connection("x".into()), "connection"),
             (Error::LocalCluster("x".into()), "connection"),
+            (Error::ReadOnly("x".into()), "connection"),
             (Error::Auth("x".into()), "auth"),
             (Error::Tls("x".into()), "tls"),
             (

@@ -30,7 +30,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::catalog::{self, key_parts, CatalogQuery, OwnedObject, Snapshot};
 use crate::error::{Error, MigrationFailure, Result};
-use crate::migrations::Migration;
+use crate::migrations::{Migration, MigrationKind};
 use crate::plan::HistoryRow;
 use crate::statements::{statement_lines, statements};
 
@@ -46,6 +46,20 @@ const BEGIN_MARKER: &str = "slipway_begin";
 const DATABASE_MARKER: &str = "slipway_database";
 /// Marker column of the recorded snapshot's fingerprint in a history read.
 const RECORDED_MARKER: &str = "slipway_recorded";
+/// The unique index that records each version once per generation
+/// ([`History::ensure_sql`]); its presence tells a current history table.
+const HISTORY_INDEX: &str = "history_version_once";
+
+/// A 64-bit advisory lock key for `schema`. FNV-1a: stable across releases
+/// and platforms (unlike std's hasher) — two slipway releases must agree.
+fn key_of(prefix: &[u8], schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in prefix.iter().chain(schema.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
 
 /// The history table of one target database.
 #[derive(Debug, Clone)]
@@ -65,6 +79,70 @@ pub struct HistoryState {
     /// The snapshot the last apply stored; `None` before the first apply of
     /// a slipway that records snapshots.
     pub recorded: Option<RecordedSnapshot>,
+    /// What the server said about itself in the same message.
+    pub server: ServerState,
+}
+
+/// The server's answers that decide whether a run may go on, read in the
+/// first statement of every history read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerState {
+    /// `pg_is_in_recovery()`: a hot standby.
+    pub in_recovery: bool,
+    /// `transaction_read_only` (e.g. `default_transaction_read_only = on`).
+    pub read_only: bool,
+    /// `transaction_isolation` of the read.
+    pub isolation: String,
+    /// Whether this read took the migration lock (only a locking read
+    /// tries; a locking read that did not get it has read nothing useful).
+    pub locked: bool,
+    /// Whether the history table has the unique indexes that make a second
+    /// recording of one version impossible (tables made by an older
+    /// slipway get them with the next batch).
+    pub history_indexed: bool,
+}
+
+impl ServerState {
+    /// Why the server cannot take a migration, if it cannot.
+    pub fn read_only_reason(&self) -> Option<&'static str> {
+        if self.in_recovery {
+            Some("a hot standby in recovery")
+        } else if self.read_only {
+            Some("transactions are read-only here: default_transaction_read_only is on")
+        } else {
+            None
+        }
+    }
+}
+
+/// Who holds the migration lock, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: String,
+    pub application_name: String,
+    pub client: String,
+    /// When the holder's session started, UTC.
+    pub since: String,
+    /// What it is running now.
+    pub state: String,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {}, application_name '{}'{}, connected since {}, {}",
+            self.pid,
+            self.application_name,
+            if self.client.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", self.client)
+            },
+            self.since,
+            self.state
+        )
+    }
 }
 
 /// Identity of the stored snapshot; the snapshot itself is read only when
@@ -93,13 +171,25 @@ pub struct OpenBatch {
 pub struct BatchSteps<'a> {
     /// The scripts, each followed by its history row.
     pub steps: &'a [&'a Migration],
-    /// Create the history schema and table first (a new database).
-    pub create_history: bool,
+    /// Create or upgrade the history table first.
+    pub setup: HistorySetup,
     /// Drop these first: what repeatable scripts created, before a rollback.
     pub drop_first: &'a [OwnedObject],
     /// Also read the catalog just before this step (the first repeatable
     /// script), so that what the repeatables create can be recorded.
     pub catalog_before: Option<usize>,
+}
+
+/// What the history table needs before the first step records itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistorySetup {
+    /// It exists and is current.
+    Ready,
+    /// It does not exist yet (a new database).
+    Create,
+    /// It was made by an older slipway ([`ServerState::history_indexed`]
+    /// was false): add the generation column and the unique indexes.
+    Upgrade,
 }
 
 /// A `-- slipway:no-transaction` migration that ran and was recorded.
@@ -160,13 +250,26 @@ impl History {
     /// Advisory lock key: fixed per history schema, so runs against the same
     /// database and schema exclude each other while different schemas don't.
     fn lock_key(&self) -> i64 {
-        // FNV-1a: stable across releases and platforms (unlike std's hasher).
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in b"slipway:".iter().chain(self.schema.as_bytes()) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        i64::from_ne_bytes(hash.to_ne_bytes())
+        key_of(b"slipway:", &self.schema)
+    }
+
+    /// Key of the transaction-level lock every batch takes: held exactly
+    /// as long as slipway's own transaction, so a batch can check, between
+    /// migrations, that no statement ended that transaction.
+    fn transaction_key(&self) -> i64 {
+        key_of(b"slipway-transaction:", &self.schema)
+    }
+
+    /// A `pg_locks` condition matching this session's lock on `key`
+    /// (`pg_advisory_lock(bigint)` shows as classid = high half, objid =
+    /// low half, objsubid = 1).
+    fn held_lock_sql(key: i64, pid: &str) -> String {
+        let bits = u64::from_ne_bytes(key.to_ne_bytes());
+        format!(
+            "l.locktype = 'advisory' AND l.classid = {} AND l.objid = {} AND l.objsubid = 1 AND l.granted AND l.pid {pid}",
+            bits >> 32,
+            bits & 0xffff_ffff
+        )
     }
 
     fn select_history(&self) -> String {
@@ -183,29 +286,103 @@ impl History {
         client: &Client,
         catalog: Option<&CatalogQuery>,
     ) -> Result<HistoryState> {
-        let first = format!("SELECT current_database() AS {DATABASE_MARKER}");
-        self.read_with(client, &first, catalog).await
+        self.read_with(client, &self.first_statement("NULL"), catalog)
+            .await
     }
 
-    /// Take the session advisory lock, then read the history.
+    /// The first statement of a history read: the database, what the
+    /// server is (standby, read-only, isolation), whether `lock` (an SQL
+    /// expression) took the lock, whether the history has its indexes.
+    fn first_statement(&self, lock: &str) -> String {
+        format!(
+            "SELECT current_database() AS {DATABASE_MARKER}, pg_is_in_recovery(), \
+             current_setting('transaction_read_only'), current_setting('transaction_isolation'), \
+             {lock}, to_regclass({}) IS NOT NULL",
+            quote_literal(&format!("{}.{HISTORY_INDEX}", self.quoted_schema))
+        )
+    }
+
+    /// Try the session advisory lock, then read the history.
     ///
     /// A session-level lock (not a transaction-level one) because the lock
     /// must cover reading the history, the batch, and a retry after a lock
     /// timeout; PostgreSQL releases it when the session ends, so a killed
     /// process never leaves it behind
     /// (<https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>).
-    /// Concurrent runs wait here, then read the history the winner wrote and
-    /// find nothing to do.
+    ///
+    /// Only a try: a run that does not get it at once reads nothing useful
+    /// ([`ServerState::locked`] is false); the caller says who holds it and
+    /// waits with [`History::wait_for_lock`], bounded by `lock_timeout`,
+    /// then reads again. The reads after the lock see what the previous
+    /// holder committed because every statement of the message takes its
+    /// own snapshot: the connection's isolation is read committed whatever
+    /// the database's default ([`crate::connect`]), and the caller refuses
+    /// a read that reports another isolation.
     pub async fn lock_and_read(
         &self,
         client: &Client,
         catalog: Option<&CatalogQuery>,
     ) -> Result<HistoryState> {
-        let first = format!(
-            "SELECT current_database() AS {DATABASE_MARKER}, pg_advisory_lock({})",
+        let lock = format!(
+            "CASE WHEN pg_is_in_recovery() THEN false ELSE pg_try_advisory_lock({}) END",
             self.lock_key()
         );
-        self.read_with(client, &first, catalog).await
+        self.read_with(client, &self.first_statement(&lock), catalog)
+            .await
+    }
+
+    /// Who holds this history's migration lock, if anyone else does.
+    pub async fn lock_holder(&self, client: &Client) -> Result<Option<LockHolder>> {
+        let query = format!(
+            "SELECT a.pid::text, coalesce(a.application_name, ''), coalesce(host(a.client_addr), ''), \
+             coalesce(to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), \
+             coalesce(a.state, '') || coalesce(' for ' || date_trunc('second', clock_timestamp() - a.state_change)::text, '') \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE {} LIMIT 1",
+            Self::held_lock_sql(self.lock_key(), "<> pg_backend_pid()")
+        );
+        let messages = client
+            .simple_query(&query)
+            .await
+            .map_err(|e| database_error("finding who holds the migration lock", &e))?;
+        Ok(messages.into_iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(LockHolder {
+                pid: row.get(0).unwrap_or_default().to_owned(),
+                application_name: row.get(1).unwrap_or_default().to_owned(),
+                client: row.get(2).unwrap_or_default().to_owned(),
+                since: row.get(3).unwrap_or_default().to_owned(),
+                state: row.get(4).unwrap_or_default().to_owned(),
+            }),
+            _ => None,
+        }))
+    }
+
+    /// Wait for the migration lock, at most `timeout` (`lock_timeout`
+    /// bounds an advisory lock wait like any other lock wait).
+    pub async fn wait_for_lock(
+        &self,
+        client: &Client,
+        timeout: Duration,
+    ) -> std::result::Result<(), BatchError> {
+        // set_config(..., true) lasts for the message's implicit transaction
+        // only; the session keeps its own lock_timeout.
+        let query = format!(
+            "SELECT set_config('lock_timeout', '{}', true);\nSELECT pg_advisory_lock({})",
+            timeout.as_millis(),
+            self.lock_key()
+        );
+        match client.simple_query(&query).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                Err(BatchError::LockTimeout(format!(
+                    "another slipway run holds the migration lock of {}",
+                    self.quoted_schema
+                )))
+            }
+            Err(e) => Err(BatchError::Failed(database_error(
+                "waiting for the migration lock",
+                &e,
+            ))),
+        }
     }
 
     /// One message: `first` (the database name, maybe the lock), the
@@ -237,6 +414,7 @@ impl History {
         let recorded_statement = history_statement + 1;
 
         let mut database = String::new();
+        let mut server = ServerState::default();
         let mut rows = Some(Vec::new());
         let mut recorded = None;
         let mut collector = catalog.map(CatalogQuery::collector);
@@ -251,6 +429,14 @@ impl History {
                 Ok(SimpleQueryMessage::Row(row)) => match row.columns().first().map(|c| c.name()) {
                     Some(DATABASE_MARKER) => {
                         database = row.get(0).unwrap_or_default().to_owned();
+                        let flag = |i: usize| row.get(i) == Some("t") || row.get(i) == Some("on");
+                        server = ServerState {
+                            in_recovery: flag(1),
+                            read_only: flag(2),
+                            isolation: row.get(3).unwrap_or_default().to_owned(),
+                            locked: flag(4),
+                            history_indexed: flag(5),
+                        };
                     }
                     Some(catalog::CATALOG_MARKER) => {
                         if let Some(collector) = collector.as_mut() {
@@ -296,6 +482,7 @@ impl History {
             rows,
             catalog,
             recorded,
+            server,
         })
     }
 
@@ -477,7 +664,7 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         &self,
         client: &Client,
         step: &Migration,
-        create_history: bool,
+        setup: HistorySetup,
         options: &BatchOptions,
         catalog: &CatalogQuery,
         schemas: &[String],
@@ -485,11 +672,11 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         let failed = |context: &str, e: &tokio_postgres::Error| {
             BatchError::Failed(database_error(context, e))
         };
-        if create_history {
+        if setup != HistorySetup::Ready {
             client
-                .simple_query(&self.ensure_sql())
+                .simple_query(&self.setup_sql(setup))
                 .await
-                .map_err(|e| failed("creating the history table", &e))?;
+                .map_err(|e| failed("preparing the history table", &e))?;
         }
         let invalid_before = invalid_indexes(client, schemas)
             .await
@@ -498,9 +685,10 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         // them; they are reset after the migration.
         client
             .simple_query(&format!(
-                "SET lock_timeout = {}; SET statement_timeout = {}",
+                "SET lock_timeout = {}; SET statement_timeout = {}; SET application_name = {}",
                 options.lock_timeout.as_millis(),
-                options.statement_timeout.as_millis()
+                options.statement_timeout.as_millis(),
+                quote_literal(&format!("slipway: {}", step.script))
             ))
             .await
             .map_err(|e| failed("setting the timeouts", &e))?;
@@ -514,15 +702,27 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         }
         let execution_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let reset = client
-            .simple_query("RESET lock_timeout; RESET statement_timeout")
+            .simple_query(
+                "RESET lock_timeout; RESET statement_timeout; SET application_name = 'slipway'",
+            )
             .await;
         if let Err((line, error)) = outcome {
-            let Some(db) = error.as_db_error() else {
-                return Err(BatchError::Failed(Error::Connection(format!(
-                    "the connection failed while running {} ({error}); it ran outside a transaction, so statements before the failing one may have taken effect",
+            let lost = |why: String| {
+                BatchError::Failed(Error::Connection(format!(
+                    "the connection failed while running {} ({why}); it ran outside a transaction, so statements before the failing one may have taken effect and it is not recorded — check the schema, then rerun",
                     step.script
-                ))));
+                )))
             };
+            let Some(db) = error.as_db_error() else {
+                return Err(lost(error.to_string()));
+            };
+            if is_session_lost(db) {
+                return Err(lost(format!(
+                    "{} (SQLSTATE {})",
+                    db.message(),
+                    db.code().code()
+                )));
+            }
             if *db.code() == SqlState::LOCK_NOT_AVAILABLE {
                 return Err(BatchError::LockTimeout(db.message().to_owned()));
             }
@@ -547,6 +747,22 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
             ))));
         }
         reset.map_err(|e| failed("resetting the timeouts", &e))?;
+        // Outside a transaction nothing holds the lock but the session: a
+        // migration that called pg_advisory_unlock_all() let other runs in.
+        // Take it back (re-entrant if still held); if another run has it,
+        // recording this step would race that run.
+        let still_ours = client
+            .simple_query(&format!("SELECT pg_try_advisory_lock({})", self.lock_key()))
+            .await
+            .map_err(|e| failed("checking the migration lock", &e))?
+            .into_iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("t")));
+        if !still_ours {
+            return Err(BatchError::Failed(Error::Config(format!(
+                "{} released slipway's advisory lock (pg_advisory_unlock_all?) and another run took it; it ran outside a transaction and is not recorded — remove the unlock from the migration, check the schema, then rerun",
+                step.script
+            ))));
+        }
 
         let snapshot = match catalog::read(client, catalog).await {
             Ok(read) => read.snapshot,
@@ -636,14 +852,39 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         Ok(dropped)
     }
 
+    /// A statement that fails unless this session still holds the batch's
+    /// transaction-level lock, i.e. unless slipway's transaction is still
+    /// the one running: a `COMMIT`, `ROLLBACK`, `END` or `PREPARE
+    /// TRANSACTION` that reached the server ends it and releases the lock.
+    fn guard_sql(&self) -> String {
+        format!(
+            "DO $slipway_guard$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_locks l WHERE {}) THEN \
+             RAISE EXCEPTION USING ERRCODE = '25P01', MESSAGE = '{GUARD_MESSAGE}', \
+             HINT = 'remove BEGIN/COMMIT/ROLLBACK from the migration; slipway runs each apply in one transaction of its own'; \
+             END IF; END $slipway_guard$;\n",
+            Self::held_lock_sql(self.transaction_key(), "= pg_catalog.pg_backend_pid()")
+        )
+    }
+
     /// The `INSERT` of `step`'s history row; `execution_ms` is an SQL expression.
     fn history_insert_sql(&self, step: &Migration, who: &str, execution_ms: &str) -> String {
         let version = step
             .version_str()
             .map_or_else(|| "NULL".to_owned(), quote_literal);
+        let generation = match step.kind {
+            MigrationKind::Repeatable => format!(
+                "(SELECT count(*) FROM {}.history WHERE kind = 'repeatable' AND script = {})",
+                self.quoted_schema,
+                quote_literal(&step.script)
+            ),
+            _ => format!(
+                "(SELECT count(*) FROM {}.history WHERE kind = 'rollback' AND version = {version})",
+                self.quoted_schema
+            ),
+        };
         format!(
-            "INSERT INTO {schema}.history (version, description, kind, script, checksum, client, execution_ms) \
-             VALUES ({version}, {description}, '{kind}', {script}, '{checksum}', {client}, {execution_ms})",
+            "INSERT INTO {schema}.history (version, description, kind, script, checksum, client, execution_ms, generation) \
+             VALUES ({version}, {description}, '{kind}', {script}, '{checksum}', {client}, {execution_ms}, {generation})",
             schema = self.quoted_schema,
             description = quote_literal(&step.description),
             kind = step.kind.as_str(),
@@ -656,6 +897,15 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
     /// End an [`OpenBatch`] without keeping anything.
     pub async fn rollback(&self, client: &Client) -> Result<()> {
         rollback(client).await
+    }
+
+    /// Statements preparing the history table as `setup` says.
+    fn setup_sql(&self, setup: HistorySetup) -> String {
+        match setup {
+            HistorySetup::Ready => String::new(),
+            HistorySetup::Create => self.ensure_sql(),
+            HistorySetup::Upgrade => self.upgrade_sql(),
+        }
     }
 
     /// Statements creating the history schema and table if missing.
@@ -675,10 +925,47 @@ CREATE TABLE IF NOT EXISTS {s}.history (
     client text NOT NULL,
     execution_ms bigint NOT NULL,
     catalog_fingerprint text,
+    generation integer NOT NULL DEFAULT 0,
     CHECK ((kind = 'repeatable') = (version IS NULL))
 );
 COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script run; do not edit by hand';
+{indexes}",
+            indexes = self.index_sql()
+        )
+    }
+
+    /// The unique indexes that make "each migration recorded once" a rule of
+    /// the database, not only of the advisory lock: a version's applied row
+    /// (versioned or baseline) and its rollback row each exist once per
+    /// generation (the number of rollbacks of that version before it), and
+    /// a repeatable script's row once per run of that script. A second run
+    /// that recorded the same step concurrently fails on the index (its
+    /// INSERT waits for the first transaction, then violates) and rolls
+    /// back whole.
+    fn index_sql(&self) -> String {
+        let s = &self.quoted_schema;
+        format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {HISTORY_INDEX} ON {s}.history (version, (kind = 'rollback'), generation) WHERE version IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS history_repeatable_once ON {s}.history (script, generation) WHERE kind = 'repeatable';
 "
+        )
+    }
+
+    /// Statements bringing a history table made by an older slipway up to
+    /// date: the generation column, filled from the rows before each, then
+    /// the unique indexes. A history that already holds a version twice (a
+    /// race an older slipway lost) fails here, inside the batch, which then
+    /// changes nothing.
+    fn upgrade_sql(&self) -> String {
+        let s = &self.quoted_schema;
+        format!(
+            "ALTER TABLE {s}.history ADD COLUMN IF NOT EXISTS generation integer NOT NULL DEFAULT 0;
+UPDATE {s}.history h SET generation = (
+    SELECT count(*) FROM {s}.history r
+    WHERE r.id < h.id AND CASE WHEN h.kind = 'repeatable' THEN r.kind = 'repeatable' AND r.script = h.script
+                              ELSE r.kind = 'rollback' AND r.version = h.version END);
+{}",
+            self.index_sql()
         )
     }
 
@@ -773,11 +1060,24 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
         progress: Progress,
         error: tokio_postgres::Error,
     ) -> BatchError {
+        let running = steps
+            .get(progress.completed_steps)
+            .filter(|_| progress.inside_step)
+            .map_or_else(String::new, |step| {
+                format!(" while running {}", step.script)
+            });
         let Some(db) = error.as_db_error() else {
             return BatchError::Failed(Error::Connection(format!(
-                "the connection failed while migrating ({error}); the transaction was rolled back"
+                "the connection failed{running} ({error}); the transaction was rolled back, nothing was changed"
             )));
         };
+        if is_session_lost(db) {
+            return BatchError::Failed(Error::Connection(format!(
+                "the server ended the session{running}: {} (SQLSTATE {}); the transaction was rolled back, nothing was changed — rerun when the server is back",
+                db.message(),
+                db.code().code()
+            )));
+        }
         if *db.code() == SqlState::LOCK_NOT_AVAILABLE {
             return BatchError::LockTimeout(db.message().to_owned());
         }
@@ -807,13 +1107,39 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             return BatchError::Failed(database_error(batch.prelude, &error));
         }
         let range = &batch.step_ranges[index];
-        let line = line_of_error(db, &step.sql, range.0, progress.statements_in_step);
+        // Past the migration's own statements: slipway's guard or its
+        // history INSERT failed.
+        let in_tail = by_position.is_none()
+            && progress.statements_in_step >= statement_lines(&step.sql).len();
+        let line = if in_tail {
+            None
+        } else {
+            line_of_error(db, &step.sql, range.0, progress.statements_in_step)
+        };
+        let message = if !in_tail {
+            db.message().to_owned()
+        } else if db.message() == GUARD_MESSAGE {
+            format!(
+                "{GUARD_MESSAGE}; what ran before that statement, earlier migrations of this run included, may have been committed — run slipway status before anything else"
+            )
+        } else if *db.code() == SqlState::UNIQUE_VIOLATION {
+            format!(
+                "another run recorded {} at the same time (the history's unique index refuses a second recording: {}); this run rolled back, nothing was changed",
+                step.script,
+                db.message()
+            )
+        } else {
+            format!(
+                "its statements ran, but recording it in slipway's history failed: {}; a migration that changes the session (SET ROLE, SET SESSION AUTHORIZATION, RESET ALL) must restore it before it ends; rolled back, nothing was changed",
+                db.message()
+            )
+        };
         BatchError::Failed(Error::MigrationFailed(Box::new(MigrationFailure {
             file: step.script.clone(),
             version: step.version_str().map(str::to_owned),
             line,
             sqlstate: db.code().code().to_owned(),
-            message: db.message().to_owned(),
+            message,
             detail: db.detail().map(str::to_owned),
             hint: db.hint().map(str::to_owned),
             invalid_indexes: Vec::new(),
@@ -829,7 +1155,22 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
         let steps = batch_steps.steps;
         let mut sql =
             String::with_capacity(steps.iter().map(|s| s.sql.len() + 400).sum::<usize>() + 1500);
-        sql.push_str("BEGIN;\n");
+        // Read committed whatever the session default: every statement sees
+        // what committed before it, as the history read did.
+        sql.push_str("BEGIN ISOLATION LEVEL READ COMMITTED;\n");
+        // Two transaction-level locks, released only by COMMIT or ROLLBACK:
+        // the migration key, so that a migration calling
+        // pg_advisory_unlock_all() (which frees session-level locks only)
+        // still excludes every other run until this transaction ends — and,
+        // held with the session lock on the same key, makes PREPARE
+        // TRANSACTION fail (PostgreSQL refuses to prepare a transaction that
+        // holds a lock at both levels); and the transaction key, which the
+        // guard after each step looks for.
+        sql.push_str(&format!(
+            "SELECT pg_advisory_xact_lock({}), pg_advisory_xact_lock({});\n",
+            self.lock_key(),
+            self.transaction_key()
+        ));
         // Why SET LOCAL lock_timeout: an ALTER TABLE queued behind a long
         // transaction blocks every later query on that table, turning a
         // migration into an outage (https://www.postgresql.org/docs/current/sql-altertable.html,
@@ -847,9 +1188,7 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             "SELECT set_config('client_connection_check_interval', '1000', true) \
              WHERE current_setting('server_version_num')::int >= 140000;\n",
         );
-        if batch_steps.create_history {
-            sql.push_str(&self.ensure_sql());
-        }
+        sql.push_str(&self.setup_sql(batch_steps.setup));
         let prelude = if batch_steps.drop_first.is_empty() {
             "preparing the migration transaction"
         } else {
@@ -857,9 +1196,11 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             "dropping the objects the repeatable scripts created (a rollback drops them first; see README, Rollback)"
         };
         sql.push_str(&format!(
-            "SELECT set_config('slipway.step_started', clock_timestamp()::text, true) AS {BEGIN_MARKER};\n"
+            "SELECT set_config('slipway.step_started', clock_timestamp()::text, true) AS {BEGIN_MARKER}{};\n",
+            steps.first().map_or_else(String::new, |step| running_as(step))
         ));
         let client = &options.client;
+        let guard = self.guard_sql();
         let mut step_ranges = Vec::with_capacity(steps.len());
         let mut chars = sql.chars().count();
         let mut catalog_before = false;
@@ -891,13 +1232,19 @@ COMMENT ON TABLE {s}.history IS 'slipway migration history: one row per script r
             step_ranges.push((start, chars));
             // The newline ends a trailing `--` comment; the semicolon a last
             // statement written without one.
+            // The guard first: if a statement of the migration ended the
+            // transaction, the rest of the message would run outside it —
+            // the guard fails instead, before the history row and before
+            // the next migration's statements. The start time survives a
+            // RESET ALL in the migration (the setting is then empty).
             let tail = format!(
-                "\n;\n{} RETURNING execution_ms AS {STEP_MARKER}, set_config('slipway.step_started', clock_timestamp()::text, true);\n",
+                "\n;\n{guard}{} RETURNING execution_ms AS {STEP_MARKER}, set_config('slipway.step_started', clock_timestamp()::text, true){};\n",
                 self.history_insert_sql(
                     step,
                     client,
-                    "(extract(epoch FROM clock_timestamp() - current_setting('slipway.step_started')::timestamptz) * 1000)::bigint"
-                )
+                    "coalesce((extract(epoch FROM clock_timestamp() - nullif(current_setting('slipway.step_started', true), '')::timestamptz) * 1000)::bigint, 0)"
+                ),
+                steps.get(index + 1).map_or_else(String::new, |next| running_as(next))
             );
             chars += tail.chars().count();
             sql.push_str(&tail);
@@ -1130,6 +1477,19 @@ fn history_row(row: &tokio_postgres::SimpleQueryRow) -> Result<HistoryRow> {
     })
 }
 
+/// The message of the guard that finds slipway's transaction ended.
+pub const GUARD_MESSAGE: &str =
+    "a statement of this migration ended the transaction slipway runs it in (COMMIT, ROLLBACK, END or PREPARE TRANSACTION)";
+
+/// A target-list item naming `step` in `pg_stat_activity.application_name`
+/// while it runs (transaction-local: back to `slipway` after the batch).
+fn running_as(step: &Migration) -> String {
+    format!(
+        ", set_config('application_name', {}, true)",
+        quote_literal(&format!("slipway: {}", step.script))
+    )
+}
+
 /// Create the throw-away database `name` that `slipway snapshot` applies
 /// the migrations to.
 pub async fn create_database(client: &Client, name: &str) -> Result<()> {
@@ -1156,6 +1516,11 @@ pub async fn drop_database(client: &Client, name: &str) -> Result<()> {
 /// A database error from slipway's own statements, with its context.
 pub fn database_error(context: &str, error: &tokio_postgres::Error) -> Error {
     match error.as_db_error() {
+        Some(db) if is_session_lost(db) => Error::Connection(format!(
+            "the server ended the session while {context}: {} (SQLSTATE {}); rerun when the server is back",
+            db.message(),
+            db.code().code()
+        )),
         Some(db) => Error::Database {
             context: context.to_owned(),
             message: format!("{} (SQLSTATE {})", db.message(), db.code().code()),
@@ -1165,6 +1530,16 @@ pub fn database_error(context: &str, error: &tokio_postgres::Error) -> Error {
         }
         None => Error::Connection(format!("{context}: {error}")),
     }
+}
+
+/// Whether the server ended the session rather than refusing a statement:
+/// a terminated backend (`pg_terminate_backend`, 57P01), a shutdown or
+/// crash restart (57P01/57P02), a dropped database, any connection
+/// exception (class 08) or any FATAL/PANIC. Such a failure is about the
+/// connection, never about the migration that happened to be running.
+pub fn is_session_lost(db: &DbError) -> bool {
+    let code = db.code().code();
+    code.starts_with("57P") || code.starts_with("08") || matches!(db.severity(), "FATAL" | "PANIC")
 }
 
 /// `"name"` with embedded quotes doubled.
