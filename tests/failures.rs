@@ -362,3 +362,97 @@ async fn table_lock_held_elsewhere_times_out_after_retries_then_applies() {
     assert!(db.has_table("quiz_analytics").await);
     assert_eq!(db.history_count().await, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_resets_the_session_still_applies_and_records() {
+    let dir = migrations_dir(&[
+        ("0001_reset.sql", "RESET ALL;\nCREATE TABLE a (id int);\n"),
+        ("0002_next.sql", "CREATE TABLE b (id int);\n"),
+    ]);
+    let db = TestDb::new("reset_all").await;
+    let report = db
+        .migrator(dir.path())
+        .apply(&ApplyOptions::default())
+        .await;
+    assert!(report.success, "{}", report.to_json());
+    assert_eq!(report.applied.len(), 2);
+    assert_eq!(db.history_count().await, 2);
+    let again = db
+        .migrator(dir.path())
+        .apply(&ApplyOptions::default())
+        .await;
+    assert!(
+        again.success && again.applied.is_empty(),
+        "{}",
+        again.to_json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_role_that_cannot_record_names_the_file_and_changes_nothing() {
+    let db = TestDb::new("set_role").await;
+    let role = format!("{}_nobody", db.name);
+    db.client()
+        .await
+        .batch_execute(&format!("CREATE ROLE \"{role}\" NOLOGIN"))
+        .await
+        .expect("create role");
+    let dir = migrations_dir(&[
+        ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+        (
+            "0002_role.sql",
+            &format!("CREATE TABLE b (id int);\nSET ROLE \"{role}\";\n"),
+        ),
+        ("0003_c.sql", "CREATE TABLE c (id int);\n"),
+    ]);
+    let before = db.snapshot().await;
+    let report = db
+        .migrator(dir.path())
+        .apply(&ApplyOptions::default())
+        .await;
+    let detail = error_detail(&report, "migration_failed");
+    assert_eq!(detail["file"], "0002_role.sql", "{}", report.to_json());
+    let message = &report.error.as_ref().expect("error").message;
+    assert!(
+        message.contains("recording it in slipway's history failed")
+            && message.contains("SET ROLE"),
+        "{message}"
+    );
+    assert!(report.applied.is_empty());
+    assert_eq!(db.snapshot().await, before, "nothing may change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_to_zero_undoes_a_version_zero_migration_too() {
+    let dir = migrations_dir(&[
+        ("0000_init.sql", "CREATE TABLE init (id int);\n"),
+        ("0000_init_rollback.sql", "DROP TABLE init;\n"),
+        ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("0001_a_rollback.sql", "DROP TABLE a;\n"),
+    ]);
+    let db = TestDb::new("rollback_zero").await;
+    let report = db
+        .migrator(dir.path())
+        .apply(&ApplyOptions::default())
+        .await;
+    assert!(report.success, "{}", report.to_json());
+    let report = db
+        .migrator(dir.path())
+        .rollback(&slipway::RollbackOptions {
+            to: "0".into(),
+            ..slipway::RollbackOptions::default()
+        })
+        .await;
+    assert!(report.success, "{}", report.to_json());
+    assert_eq!(
+        report.rolled_back.as_ref().map(Vec::len),
+        Some(2),
+        "{}",
+        report.to_json()
+    );
+    assert!(!db.has_table("init").await);
+    assert!(!db.has_table("a").await);
+    let validate = db.migrator(dir.path()).validate().await;
+    assert_eq!(validate.current_version, None, "{}", validate.to_json());
+    assert_eq!(validate.pending.len(), 2);
+}
