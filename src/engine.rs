@@ -102,8 +102,8 @@ pub struct ApplyOptions {
     /// Stop at this version instead of the latest.
     pub target: Option<String>,
     /// Go ahead although the schema drifted from the recorded or the
-    /// expected snapshot (the report still lists the drift); the live schema
-    /// becomes the recorded one.
+    /// expected snapshot (the report still lists the drift); once the run
+    /// commits, the live schema is the recorded one.
     pub allow_drift: bool,
 }
 
@@ -552,7 +552,7 @@ impl Migrator {
         }
         tracing::warn!(
             items = found.len(),
-            "schema drift allowed by --allow-drift; the live schema becomes the recorded one"
+            "schema drift allowed by --allow-drift; once this run commits, the live schema is the recorded one"
         );
         Ok(true)
     }
