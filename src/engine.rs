@@ -83,6 +83,38 @@ pub struct Settings {
     pub retry_backoff: Duration,
 }
 
+/// PostgreSQL's largest `lock_timeout` / `statement_timeout`: `INT_MAX`
+/// milliseconds (about 24.8 days).
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+impl Settings {
+    /// Refuse settings PostgreSQL would reject after slipway connected, or
+    /// that would let a run wait without bound.
+    pub fn check(&self) -> Result<()> {
+        let too_long = |name: &str, value: Duration| {
+            Error::Config(format!(
+                "{name} {}ms is above PostgreSQL's limit of {}ms (about 24 days); use a shorter one",
+                value.as_millis(),
+                MAX_TIMEOUT.as_millis()
+            ))
+        };
+        if self.lock_timeout > MAX_TIMEOUT {
+            return Err(too_long("--lock-timeout", self.lock_timeout));
+        }
+        if self.statement_timeout > MAX_TIMEOUT {
+            return Err(too_long("--statement-timeout", self.statement_timeout));
+        }
+        // Zero means "wait forever" to PostgreSQL: exactly the queueing
+        // behind production traffic that lock_timeout exists to prevent.
+        if self.lock_timeout.as_millis() == 0 {
+            return Err(Error::Config(
+                "--lock-timeout must be at least 1ms: 0 would let a migration wait for a lock forever".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
@@ -353,6 +385,7 @@ impl Migrator {
     }
 
     async fn open(&self) -> Result<(Client, History)> {
+        self.settings.check()?;
         let history = History::new(&self.target.history_schema)?;
         let client = connect(&self.target.connect).await?;
         Ok((client, history))
@@ -1175,6 +1208,30 @@ fn status_rows(set: &MigrationSet, rows: &[HistoryRow], plan: &Plan) -> Vec<Migr
 mod tests {
     use super::*;
     use crate::migrations::SourceFile;
+
+    #[test]
+    fn settings_postgresql_would_refuse_are_config_errors() {
+        let with = |lock_ms: u64, statement_ms: u64| Settings {
+            lock_timeout: Duration::from_millis(lock_ms),
+            statement_timeout: Duration::from_millis(statement_ms),
+            ..Settings::default()
+        };
+        let max = i32::MAX as u64;
+        for (settings, ok) in [
+            (Settings::default(), true),
+            (with(1, 0), true),
+            (with(max, max), true),
+            (with(0, 1000), false),
+            (with(max + 1, 1000), false),
+            (with(1000, 1000 * 3600 * 1000), false),
+        ] {
+            let checked = settings.check();
+            assert_eq!(checked.is_ok(), ok, "{settings:?}: {checked:?}");
+            if let Err(error) = checked {
+                assert_eq!(error.code().as_str(), "config");
+            }
+        }
+    }
 
     #[test]
     fn no_transaction_steps_cut_the_run_into_transactions() {
