@@ -852,15 +852,27 @@ INSERT INTO {s}.repeatable_objects (objects) VALUES ({});
         Ok(dropped)
     }
 
+    /// Statements that fail unless they run inside an explicit transaction
+    /// block: PostgreSQL refuses `SAVEPOINT` in the implicit transaction
+    /// that the rest of a message runs in after a `COMMIT`, `ROLLBACK`,
+    /// `END` or `PREPARE TRANSACTION` (SQLSTATE 25P01). Cheap enough for
+    /// every step: no XID, nothing written. It cannot tell slipway's block
+    /// from a new one a `BEGIN` opened; [`History::identity_guard_sql`],
+    /// once before the catalog read, can.
+    fn guard_sql() -> &'static str {
+        "SAVEPOINT slipway_guard;\nRELEASE SAVEPOINT slipway_guard;\n"
+    }
+
     /// A statement that fails unless this session still holds the batch's
-    /// transaction-level lock, i.e. unless slipway's transaction is still
-    /// the one running: a `COMMIT`, `ROLLBACK`, `END` or `PREPARE
-    /// TRANSACTION` that reached the server ends it and releases the lock.
-    fn guard_sql(&self) -> String {
+    /// transaction-level lock, i.e. unless the transaction is the one the
+    /// batch began (a `COMMIT` releases it). Reading `pg_locks` costs time
+    /// in proportion to the locks the migrations took, so it runs once, at
+    /// the end of the batch, before anything can commit.
+    fn identity_guard_sql(&self) -> String {
         format!(
             "DO $slipway_guard$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_locks l WHERE {}) THEN \
              RAISE EXCEPTION USING ERRCODE = '25P01', MESSAGE = '{GUARD_MESSAGE}', \
-             HINT = 'remove BEGIN/COMMIT/ROLLBACK from the migration; slipway runs each apply in one transaction of its own'; \
+             HINT = 'remove BEGIN/COMMIT/ROLLBACK from the migrations; slipway runs each apply in one transaction of its own'; \
              END IF; END $slipway_guard$;\n",
             Self::held_lock_sql(self.transaction_key(), "= pg_catalog.pg_backend_pid()")
         )
@@ -1097,6 +1109,22 @@ UPDATE {s}.history h SET generation = (
         };
         let index = by_position.unwrap_or(progress.completed_steps);
         let Some(step) = steps.get(index) else {
+            if db.message() == GUARD_MESSAGE {
+                // The end-of-batch check: the transaction running now is
+                // not the one the batch began.
+                return BatchError::Failed(Error::MigrationFailed(Box::new(MigrationFailure {
+                    file: steps.iter().map(|s| s.script.as_str()).collect::<Vec<_>>().join(", "),
+                    version: None,
+                    line: None,
+                    sqlstate: db.code().code().to_owned(),
+                    message: format!(
+                        "{GUARD_MESSAGE}, and a BEGIN opened another; the statements after it were rolled back, what ran before it may have been committed — run slipway status before anything else"
+                    ),
+                    detail: None,
+                    hint: db.hint().map(str::to_owned),
+                    invalid_indexes: Vec::new(),
+                })));
+            }
             // After the last step only the catalog queries run.
             return BatchError::Failed(database_error(
                 "reading the schema after the migrations",
@@ -1118,7 +1146,7 @@ UPDATE {s}.history h SET generation = (
         };
         let message = if !in_tail {
             db.message().to_owned()
-        } else if db.message() == GUARD_MESSAGE {
+        } else if *db.code() == SqlState::NO_ACTIVE_SQL_TRANSACTION {
             format!(
                 "{GUARD_MESSAGE}; what ran before that statement, earlier migrations of this run included, may have been committed — run slipway status before anything else"
             )
@@ -1200,7 +1228,7 @@ UPDATE {s}.history h SET generation = (
             steps.first().map_or_else(String::new, |step| running_as(step))
         ));
         let client = &options.client;
-        let guard = self.guard_sql();
+        let guard = Self::guard_sql();
         let mut step_ranges = Vec::with_capacity(steps.len());
         let mut chars = sql.chars().count();
         let mut catalog_before = false;
@@ -1248,6 +1276,9 @@ UPDATE {s}.history h SET generation = (
             );
             chars += tail.chars().count();
             sql.push_str(&tail);
+        }
+        if !steps.is_empty() {
+            sql.push_str(&self.identity_guard_sql());
         }
         if let Some(catalog) = catalog {
             sql.push_str(&catalog.sql());
