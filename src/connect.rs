@@ -100,6 +100,14 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client> {
         // Makes a waiting or long-running slipway easy to spot in pg_stat_activity.
         config.application_name("slipway");
     }
+    // Read committed for every transaction of this session, whatever the
+    // database's default: at repeatable read or serializable, the message
+    // that takes the advisory lock and reads the history would read it
+    // with a snapshot taken before the lock was granted, and a run that
+    // waited for another would not see what that run committed — it would
+    // run the same migrations again. A start-up option costs no round trip;
+    // the user's own `options` are kept, ours appended (the last -c wins).
+    config.options(with_session_defaults(config.get_options()));
     config.connect_timeout(options.connect_timeout);
     let target = describe(&config);
     match tls::connect(&mut config, &options.tls, options.connect_timeout).await? {
@@ -109,6 +117,17 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client> {
             options.connect_timeout.as_secs_f32()
         ))),
         Attempt::Failed(e) => Err(classify_connect_error(&e, &target, config.get_password())),
+    }
+}
+
+/// The start-up `options` slipway sends: `user`'s, then its own session
+/// defaults (a space inside a value is escaped with a backslash, as the
+/// server's option parser expects).
+pub fn with_session_defaults(user: Option<&str>) -> String {
+    const OURS: &str = r"-c default_transaction_isolation=read\ committed";
+    match user.map(str::trim).filter(|o| !o.is_empty()) {
+        Some(theirs) => format!("{theirs} {OURS}"),
+        None => OURS.to_owned(),
     }
 }
 
@@ -171,6 +190,17 @@ fn scrub(text: &str, secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_defaults_keep_the_users_options() {
+        let ours = r"-c default_transaction_isolation=read\ committed";
+        assert_eq!(with_session_defaults(None), ours);
+        assert_eq!(with_session_defaults(Some("  ")), ours);
+        assert_eq!(
+            with_session_defaults(Some("-c search_path=app")),
+            format!("-c search_path=app {ours}")
+        );
+    }
 
     #[test]
     fn malformed_urls_are_config_errors_without_the_password() {
