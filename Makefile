@@ -72,6 +72,8 @@ snapshot: build
 verify: build
 	$(SLIPWAY) verify
 
+## The cluster may live under /var/tmp when the server's user cannot enter
+## this directory (root, 0700 checkout); .slipway/local/LOCATION says where.
 clean-local:
 	-$(SLIPWAY) local stop
-	rm -rf .slipway
+	rm -rf "$$(cat .slipway/local/LOCATION 2>/dev/null)" .slipway

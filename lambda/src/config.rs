@@ -106,9 +106,11 @@ impl Config {
                 .transpose()?,
             ca_bundle: var("DB_CA_BUNDLE").map(PathBuf::from),
         };
-        if tls.ca_bundle.is_some() && tls.mode != Some(SslMode::VerifyFull) {
+        if tls.ca_bundle.is_some()
+            && !matches!(tls.mode, Some(SslMode::VerifyFull | SslMode::VerifyCa))
+        {
             return Err(Error::Config(
-                "DB_CA_BUNDLE is set but DB_SSLMODE is not verify-full; the bundle is only used to verify the server, so set DB_SSLMODE=verify-full".into(),
+                "DB_CA_BUNDLE is set but DB_SSLMODE is neither verify-full nor verify-ca; the bundle is only used to verify the server, so set DB_SSLMODE=verify-full".into(),
             ));
         }
         let lock_retries = match var("LOCK_RETRIES") {
