@@ -14,6 +14,13 @@
 //! the binaries run as the unprivileged `postgres` (else `nobody`) user, which
 //! then owns the cluster folder.
 //!
+//! Under root, the server's user must be able to walk down to the folder. A
+//! checkout in root's own 0700 home (`/root/slipway`) does not allow that,
+//! so `start_or_reuse` then keeps the cluster under
+//! `/var/tmp/slipway-<hash of the folder>/` instead (private to that user),
+//! says so on stderr, and leaves a `LOCATION` file with the path in the
+//! folder asked for; `stop_dir` finds it there.
+//!
 //! The server is tuned to lose data on a crash (`fsync=off`, ...): it only ever
 //! holds databases a test or a developer can recreate.
 
@@ -96,18 +103,41 @@ impl LocalCluster {
         Self::start(dir, true)
     }
 
-    /// Stop the cluster under `dir` if it runs; Ok(false) when nothing was running / no cluster.
+    /// Stop the cluster of `dir` if it runs — under `dir`, or where
+    /// [`LocalCluster::start_or_reuse`] put it instead (see [`LocalCluster::location`]);
+    /// Ok(false) when nothing was running / no cluster.
     pub fn stop_dir(dir: &Path) -> Result<bool> {
-        let Ok(dir) = fs::canonicalize(dir) else {
+        let Ok(requested) = fs::canonicalize(dir) else {
             return Ok(false);
         };
-        let layout = Layout::new(&dir);
+        let mut layout = Layout::new(&requested);
         if !layout.pid_file().exists() {
-            return Ok(false);
+            let elsewhere = relocated_dir(&requested);
+            if !Layout::new(&elsewhere).pid_file().exists() {
+                return Ok(false);
+            }
+            announce(&requested, &elsewhere);
+            layout = Layout::new(&elsewhere);
         }
         let _lock = DirLock::acquire(&layout.lock_file())?;
         let runner = Runner::for_existing(&layout.data_dir())?;
         stop_server(&layout, &runner)
+    }
+
+    /// Where the cluster of `dir` lives: `dir` itself, or, when the server's
+    /// user could not reach `dir` (root with a checkout in a 0700 home), a
+    /// folder of its own under /var/tmp named after `dir`. `dir` must exist.
+    pub fn location(dir: &Path) -> Result<PathBuf> {
+        let requested =
+            fs::canonicalize(dir).map_err(io_error(format!("resolving {}", dir.display())))?;
+        let elsewhere = relocated_dir(&requested);
+        Ok(
+            if is_initialised(&elsewhere) && !is_initialised(&requested) {
+                elsewhere
+            } else {
+                requested
+            },
+        )
     }
 
     /// Stop this cluster (fast: `pg_ctl stop -m fast`); stopping a stopped cluster is not an error.
@@ -220,7 +250,10 @@ impl LocalCluster {
     }
 
     async fn admin_client(&self) -> Result<tokio_postgres::Client> {
-        let (client, connection) = self.config("postgres").connect(NoTls).await.map_err(|e| {
+        let mut config = self.config("postgres");
+        // Like every connection slipway makes (`connect::session_options`).
+        config.options(crate::connect::session_options(config.get_options()));
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
             Error::LocalCluster(format!(
                 "cannot connect to the local cluster over {}: {}; see {}",
                 socket_path(&self.socket_dir, self.port).display(),
@@ -246,6 +279,8 @@ impl LocalCluster {
         fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
         let dir =
             fs::canonicalize(dir).map_err(io_error(format!("resolving {}", dir.display())))?;
+        // A fresh cluster (the test harness) lives exactly where it is told.
+        let dir = if fresh { dir } else { placement(&dir)? };
         let layout = Layout::new(&dir);
         // Held until we return: two CLI processes racing on the same folder
         // must not both run initdb or both pick a port and start.
@@ -312,6 +347,83 @@ impl LocalCluster {
             password,
             runner,
         })
+    }
+}
+
+/// Where the cluster asked for in `requested` (canonical) goes. It stays
+/// there unless we are root and the unprivileged user the server runs as
+/// cannot walk down to it — a checkout in root's 0700 home, the usual case
+/// on a fresh machine. Then it goes to a folder of its own under /var/tmp
+/// (kept across reboots, unlike /tmp), named after a hash of `requested`, so
+/// each project still has one cluster and finds it again next time.
+fn placement(requested: &Path) -> Result<PathBuf> {
+    let elsewhere = relocated_dir(requested);
+    if is_initialised(requested) {
+        return Ok(requested.to_path_buf());
+    }
+    let relocate = if is_initialised(&elsewhere) {
+        true
+    } else if is_root() {
+        let user = unprivileged_user()?;
+        check_traversable(requested, &user).is_err()
+    } else {
+        false
+    };
+    if !relocate {
+        return Ok(requested.to_path_buf());
+    }
+    prepare_relocated(&elsewhere)?;
+    // For people and scripts (`make clean-local`): where the cluster is.
+    let pointer = requested.join(LOCATION_FILE);
+    fs::write(&pointer, format!("{}\n", elsewhere.display()))
+        .map_err(io_error(format!("writing {}", pointer.display())))?;
+    announce(requested, &elsewhere);
+    Ok(elsewhere)
+}
+
+/// Written into the requested folder of a relocated cluster: its location.
+pub const LOCATION_FILE: &str = "LOCATION";
+
+/// The one stderr line that says the cluster is not where it was asked for.
+fn announce(requested: &Path, elsewhere: &Path) {
+    tracing::warn!(
+        "the local postgresql lives in {} (its user cannot enter {}); `slipway local stop` stops it there, delete that folder to discard it",
+        elsewhere.display(),
+        requested.display()
+    );
+}
+
+fn relocated_dir(requested: &Path) -> PathBuf {
+    let digest = Sha256::digest(requested.as_os_str().as_bytes());
+    PathBuf::from(format!("/var/tmp/slipway-{}", hex(&digest[..6])))
+}
+
+fn is_initialised(dir: &Path) -> bool {
+    dir.join("data").join("PG_VERSION").is_file()
+}
+
+/// Creates the relocated folder 0700, or checks that an existing one is
+/// ours: /var/tmp is shared, and whoever controls the folder controls the
+/// server (trust authentication on its socket). `init` hands it to the
+/// server's user.
+fn prepare_relocated(dir: &Path) -> Result<()> {
+    match fs::create_dir(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error(format!("securing {}", dir.display()))),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(dir)
+                .map_err(io_error(format!("reading {}", dir.display())))?;
+            let owner_ok =
+                meta.uid() == 0 || unprivileged_user().is_ok_and(|user| user.uid == meta.uid());
+            if !meta.is_dir() || !owner_ok || meta.permissions().mode() & 0o077 != 0 {
+                return Err(Error::LocalCluster(format!(
+                    "{} exists but is not a private directory of root or the postgres user; remove it and retry",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) => Err(io_error(format!("creating {}", dir.display()))(e)),
     }
 }
 

@@ -208,3 +208,62 @@ fn stop_dir_without_a_cluster_is_false() {
     assert!(!LocalCluster::stop_dir(tmp.path()).expect("empty dir"));
     assert!(!LocalCluster::stop_dir(&tmp.path().join("absent")).expect("absent dir"));
 }
+
+/// Removes a relocated cluster's folder when the test ends.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_project_the_server_user_cannot_enter_gets_its_cluster_elsewhere() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = TempDir::new().expect("temp dir");
+    let private = |path: &Path| {
+        std::fs::create_dir_all(path).expect("create dir");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    };
+    // Like /root/slipway: a 0700 project directory under a 0700 parent.
+    let parent = tmp.path().join("home");
+    let project = parent.join("slipway");
+    private(&parent);
+    private(&project);
+    let requested = project.join(".slipway").join("local");
+
+    let cluster = LocalCluster::start_or_reuse(&requested).expect("start_or_reuse");
+    let _cleanup = RemoveDir(cluster.dir().to_path_buf());
+    let cluster = Running(cluster);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let requested = std::fs::canonicalize(&requested).expect("canonical");
+    if root {
+        assert_ne!(cluster.0.dir(), requested, "relocated when run as root");
+        assert!(
+            cluster.0.dir().starts_with("/var/tmp"),
+            "{}",
+            cluster.0.dir().display()
+        );
+        let pointer = std::fs::read_to_string(requested.join(slipway::local::LOCATION_FILE))
+            .expect("LOCATION file");
+        assert_eq!(Path::new(pointer.trim()), cluster.0.dir());
+    }
+    assert_eq!(
+        LocalCluster::location(&requested).expect("location"),
+        cluster.0.dir()
+    );
+    assert_eq!(select_one(&cluster.0.config("postgres")).await, 1);
+
+    // The next start finds the same server; stop finds it too.
+    let again = LocalCluster::start_or_reuse(&requested).expect("reuse");
+    assert_eq!(again.dir(), cluster.0.dir());
+    assert_eq!(again.port(), cluster.0.port());
+    assert!(
+        LocalCluster::stop_dir(&requested).expect("stop_dir"),
+        "was running"
+    );
+    assert!(!LocalCluster::stop_dir(&requested).expect("stop_dir again"));
+}
