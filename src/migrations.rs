@@ -187,49 +187,21 @@ pub fn checksum(sql: &str) -> String {
 }
 
 impl MigrationSet {
-    /// Read every `*.sql` under `dir` (and `dir/repeatable/`).
+    /// Read every `*.sql` under `dir` (and `dir/repeatable/`), following
+    /// symbolic links. Any other entry is an error unless it is harmless
+    /// (dot-files, READMEs, `slipway.toml`), so a misplaced file never
+    /// passes silently.
     pub fn from_dir(dir: &Path) -> Result<MigrationSet> {
-        let read_err = |path: &Path, source| Error::ReadMigrations {
-            path: path.to_owned(),
-            source,
-        };
         let mut files = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| read_err(dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| read_err(dir, e))?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let file_type = entry.file_type().map_err(|e| read_err(&path, e))?;
-            if file_type.is_dir() && name == "repeatable" {
-                for inner in std::fs::read_dir(&path).map_err(|e| read_err(&path, e))? {
-                    let inner = inner.map_err(|e| read_err(&path, e))?;
-                    let inner_name = inner.file_name().to_string_lossy().into_owned();
-                    if inner_name.ends_with(".sql") {
-                        let contents =
-                            std::fs::read(inner.path()).map_err(|e| read_err(&inner.path(), e))?;
-                        files.push(SourceFile {
-                            path: format!("repeatable/{inner_name}"),
-                            contents: contents.into(),
-                        });
-                    }
-                }
-            } else if file_type.is_file()
-                && (name.ends_with(".sql") || name == EXPECTED_SNAPSHOT_FILE)
-            {
-                let contents = std::fs::read(&path).map_err(|e| read_err(&path, e))?;
-                files.push(SourceFile {
-                    path: name,
-                    contents: contents.into(),
-                });
-            }
-        }
+        read_dir_entries(dir, "", &mut files)?;
         MigrationSet::from_files(files)
     }
 
-    /// Build the set from a directory embedded with `include_dir!`.
+    /// Build the set from a directory embedded with `include_dir!`, by the
+    /// same rules as [`MigrationSet::from_dir`].
     pub fn from_embedded(dir: &include_dir::Dir<'static>) -> Result<MigrationSet> {
         let mut files = Vec::new();
-        collect_embedded(dir, &mut files);
+        collect_embedded(dir, &mut files)?;
         MigrationSet::from_files(files)
     }
 
@@ -246,28 +218,33 @@ impl MigrationSet {
                 file: PathBuf::from(&file.path),
                 reason: reason.to_owned(),
             };
+            match classify_entry(&file.path, EntryType::File) {
+                Ok(Entry::Ignored) => continue,
+                Ok(_) => {}
+                Err(reason) => return Err(invalid(&reason)),
+            }
             if file.path == EXPECTED_SNAPSHOT_FILE {
                 let text = std::str::from_utf8(&file.contents).map_err(|e| {
                     invalid(&format!(
                         "not valid UTF-8 ({e}); regenerate it with `slipway snapshot`"
                     ))
                 })?;
+                let text = text.strip_prefix(BOM).unwrap_or(text);
                 expected_snapshot = Some(text.to_owned());
                 continue;
             }
-            let sql = std::str::from_utf8(&file.contents)
-                .map_err(|e| invalid(&format!("not valid UTF-8 ({e}); save it as UTF-8")))?
-                .to_owned();
+            let text = script_text(&file.contents).map_err(|reason| invalid(&reason))?;
+            // The checksum is of the file as it is, byte-order mark and all,
+            // as it always was; the server and the directives get the text.
+            let sum = checksum(text);
+            let sql = text.strip_prefix(BOM).unwrap_or(text).to_owned();
             if sql.trim().is_empty() {
                 return Err(invalid("the file is empty; delete it or add SQL"));
             }
             let directives = parse_directives(&sql).map_err(|reason| invalid(&reason))?;
-            if let Some((line, statement)) = crate::statements::transaction_control(&sql) {
-                return Err(invalid(&format!(
-                    "line {line}: {statement} controls the transaction, which slipway owns (every migration runs inside one transaction); remove it"
-                )));
+            if let Err(problem) = crate::statements::check(&sql) {
+                return Err(invalid(&problem_reason(&problem)));
             }
-            let sum = checksum(&sql);
 
             if let Some(name) = file.path.strip_prefix("repeatable/") {
                 let stem = name.strip_suffix(".sql").unwrap_or(name);
@@ -401,18 +378,248 @@ impl MigrationSet {
     }
 }
 
-fn collect_embedded(dir: &include_dir::Dir<'static>, files: &mut Vec<SourceFile<'static>>) {
-    for file in dir.files() {
-        let path = file.path().to_string_lossy().replace('\\', "/");
-        if path.ends_with(".sql") || path == EXPECTED_SNAPSHOT_FILE {
-            files.push(SourceFile {
-                path,
-                contents: std::borrow::Cow::Borrowed(file.contents()),
+/// A UTF-8 byte-order mark, which some Windows editors put first.
+const BOM: &str = "\u{feff}";
+
+/// What an entry of a migrations directory is, by its path relative to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// A `*.sql` script.
+    Script,
+    /// [`EXPECTED_SNAPSHOT_FILE`].
+    Snapshot,
+    /// `repeatable/`, to read.
+    RepeatableDir,
+    /// Harmless beside migrations: dot-files, READMEs, `slipway.toml`.
+    Ignored,
+}
+
+/// What the file system says an entry is (after following links).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryType {
+    File,
+    Dir,
+    /// A socket, a FIFO, a device.
+    Other,
+}
+
+const ALLOWED: &str = "a migrations directory holds NNNN_description.sql, NNNN_description_rollback.sql, repeatable/<name>.sql and schema.snapshot.json (README*, *.md, slipway.toml and dot-files are ignored)";
+
+/// The one decision of which entries a migration set may hold, for the
+/// directory and the embedded loader alike (so the CLI and the Lambda
+/// agree): `Err` says why an entry is refused and what to do.
+fn classify_entry(path: &str, kind: EntryType) -> std::result::Result<Entry, String> {
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((parent, name)) => (Some(parent), name),
+        None => (None, path),
+    };
+    // Dot-files come from editors and tools (`.gitkeep`, `.DS_Store`, an
+    // editor's lock link, which dangles): never read, never refused.
+    if name.starts_with('.') && matches!(parent, None | Some("repeatable")) {
+        return Ok(Entry::Ignored);
+    }
+    let lower = name.to_ascii_lowercase();
+    let documentation = lower.starts_with("readme") || lower.ends_with(".md");
+    match (parent, kind) {
+        (_, EntryType::Other) => Err(format!(
+            "not a regular file or directory; remove it — {ALLOWED}"
+        )),
+        (None, EntryType::Dir) if name == "repeatable" => Ok(Entry::RepeatableDir),
+        (None, EntryType::Dir) => Err(format!(
+            "unknown directory; slipway reads only repeatable/ below the migrations directory — move it elsewhere ({ALLOWED})"
+        )),
+        (None, EntryType::File) if name == EXPECTED_SNAPSHOT_FILE => Ok(Entry::Snapshot),
+        (None, EntryType::File) if name.ends_with(".sql") => Ok(Entry::Script),
+        (None, EntryType::File) if documentation || name == "slipway.toml" => Ok(Entry::Ignored),
+        (None, EntryType::File) => Err(format!(
+            "slipway does not know this file; rename it or move it elsewhere — {ALLOWED}"
+        )),
+        (Some("repeatable"), EntryType::Dir) => Err(
+            "repeatable/ holds no sub-directories; put each script directly in repeatable/ as <name>.sql".to_owned(),
+        ),
+        (Some("repeatable"), EntryType::File) if name.ends_with(".sql") => Ok(Entry::Script),
+        (Some("repeatable"), EntryType::File) if documentation => Ok(Entry::Ignored),
+        (Some("repeatable"), EntryType::File) => Err(
+            "repeatable/ holds only <name>.sql scripts (README*, *.md and dot-files are ignored); rename it or move it elsewhere".to_owned(),
+        ),
+        (Some(_), _) => Err(format!(
+            "unexpected sub-directory; slipway reads only repeatable/ below the migrations directory — {ALLOWED}"
+        )),
+    }
+}
+
+/// How an entry refused by [`classify_entry`] is named: its relative path,
+/// with a `/` for a directory.
+fn refused(path: &str, kind: EntryType, reason: String) -> Error {
+    let file = if kind == EntryType::Dir {
+        format!("{path}/")
+    } else {
+        path.to_owned()
+    };
+    Error::InvalidMigrationFile {
+        file: PathBuf::from(file),
+        reason,
+    }
+}
+
+/// Read the entries of `dir` (relative path `prefix`, empty or ending in
+/// `/`) into `files`, in name order so the first error is always the same.
+fn read_dir_entries(dir: &Path, prefix: &str, files: &mut Vec<SourceFile<'static>>) -> Result<()> {
+    let read_err = |path: &Path, source| Error::ReadMigrations {
+        path: path.to_owned(),
+        source,
+    };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| read_err(dir, e))? {
+        let entry = entry.map_err(|e| read_err(dir, e))?;
+        entries.push((entry.file_name(), entry.path()));
+    }
+    entries.sort();
+    for (name, path) in entries {
+        let Some(name) = name.to_str() else {
+            return Err(Error::InvalidMigrationFile {
+                file: PathBuf::from(format!("{prefix}{}", name.to_string_lossy())),
+                reason: "the name is not valid UTF-8; rename it".to_owned(),
             });
+        };
+        let relative = format!("{prefix}{name}");
+        // Dot-entries are ignored whatever they are; decide before following
+        // them, as an editor's lock file is a dangling link.
+        if name.starts_with('.') {
+            continue;
+        }
+        // `metadata` follows symbolic links: a linked script or a linked
+        // `repeatable/` is read like the real thing.
+        let metadata = match std::fs::metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(source) => {
+                if let Ok(target) = std::fs::read_link(&path) {
+                    return Err(Error::Config(format!(
+                        "{} is a symbolic link to {}, which cannot be read ({source}); fix or remove the link",
+                        path.display(),
+                        target.display()
+                    )));
+                }
+                return Err(read_err(&path, source));
+            }
+        };
+        let kind = if metadata.is_dir() {
+            EntryType::Dir
+        } else if metadata.is_file() {
+            EntryType::File
+        } else {
+            EntryType::Other
+        };
+        match classify_entry(&relative, kind).map_err(|reason| refused(&relative, kind, reason))? {
+            Entry::Ignored => {}
+            Entry::RepeatableDir => read_dir_entries(&path, "repeatable/", files)?,
+            Entry::Script | Entry::Snapshot => {
+                let contents = std::fs::read(&path).map_err(|e| read_err(&path, e))?;
+                files.push(SourceFile {
+                    path: relative,
+                    contents: contents.into(),
+                });
+            }
         }
     }
-    for sub in dir.dirs() {
-        collect_embedded(sub, files);
+    Ok(())
+}
+
+/// The embedded twin of [`read_dir_entries`] (`include_dir!` has already
+/// followed the links, at compile time).
+fn collect_embedded(
+    dir: &include_dir::Dir<'static>,
+    files: &mut Vec<SourceFile<'static>>,
+) -> Result<()> {
+    let mut entries: Vec<(String, &include_dir::DirEntry<'static>)> = dir
+        .entries()
+        .iter()
+        .map(|entry| (entry.path().to_string_lossy().replace('\\', "/"), entry))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (relative, entry) in entries {
+        let kind = match entry {
+            include_dir::DirEntry::Dir(_) => EntryType::Dir,
+            include_dir::DirEntry::File(_) => EntryType::File,
+        };
+        match classify_entry(&relative, kind).map_err(|reason| refused(&relative, kind, reason))? {
+            Entry::Ignored => {}
+            Entry::RepeatableDir => {
+                if let include_dir::DirEntry::Dir(sub) = entry {
+                    collect_embedded(sub, files)?;
+                }
+            }
+            Entry::Script | Entry::Snapshot => {
+                if let include_dir::DirEntry::File(file) = entry {
+                    files.push(SourceFile {
+                        path: relative,
+                        contents: std::borrow::Cow::Borrowed(file.contents()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The text of a script, or why PostgreSQL could not be given it.
+fn script_text(bytes: &[u8]) -> std::result::Result<&str, String> {
+    let line_at = |offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return Err(
+            "is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8".to_owned(),
+        );
+    }
+    if let Some(offset) = bytes.iter().position(|&b| b == 0) {
+        return Err(format!(
+            "contains a NUL byte at line {}; PostgreSQL cannot take it — remove it (if the file was saved as UTF-16, save it as UTF-8)",
+            line_at(offset)
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "not valid UTF-8 (the first bad byte is at line {}); save it as UTF-8",
+            line_at(e.valid_up_to())
+        )
+    })
+}
+
+/// Why [`crate::statements::check`] refused a script, and what to do.
+fn problem_reason(problem: &crate::statements::Problem) -> String {
+    use crate::statements::{ProblemKind, Unterminated};
+    const PLAIN_SQL: &str = "slipway runs plain SQL, not psql scripts (meta-commands and COPY FROM stdin data blocks are psql features)";
+    let line = problem.line;
+    match &problem.kind {
+        ProblemKind::Unterminated(what) => {
+            let (construct, fix) = match what {
+                Unterminated::QuotedString => (
+                    "quoted string".to_owned(),
+                    "close it with ' (a quote inside a string is written '')".to_owned(),
+                ),
+                Unterminated::QuotedIdentifier => (
+                    "quoted identifier".to_owned(),
+                    "close it with \" (a \" inside an identifier is written \"\")".to_owned(),
+                ),
+                Unterminated::DollarQuote(tag) => (
+                    format!("dollar-quoted string {tag}"),
+                    format!("close it with the same tag, {tag}"),
+                ),
+                Unterminated::BlockComment => (
+                    "block comment".to_owned(),
+                    "close it with */ (block comments nest: each /* needs its own */)".to_owned(),
+                ),
+            };
+            format!("unterminated {construct} starting at line {line}; {fix}")
+        }
+        ProblemKind::MetaCommand(name) => format!(
+            "line {line}: {name} is a psql meta-command; {PLAIN_SQL} — write the SQL it stands for in the file, and load data with INSERT or COPY FROM a server file"
+        ),
+        ProblemKind::CopyFromStdin => format!(
+            "line {line}: COPY ... FROM STDIN needs a client to stream its data; {PLAIN_SQL} — load data with INSERT or COPY FROM a server file"
+        ),
+        ProblemKind::TransactionControl(form) => format!(
+            "line {line}: {form} controls the transaction, which slipway owns (each run's migrations share one transaction, committed with their history rows); remove the BEGIN/COMMIT, and for a statement that cannot run inside a transaction (e.g. CREATE INDEX CONCURRENTLY) put -- slipway:no-transaction at the top of the file"
+        ),
     }
 }
 
@@ -636,5 +843,332 @@ mod tests {
         )])
         .unwrap_err();
         assert!(err.to_string().contains("no-transaction"), "{err}");
+    }
+
+    fn invalid_reason(files: Vec<SourceFile<'static>>) -> (PathBuf, String) {
+        match MigrationSet::from_files(files) {
+            Err(Error::InvalidMigrationFile { file, reason }) => (file, reason),
+            other => panic!("expected an invalid migration file, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn transaction_control_is_refused_however_it_is_written() {
+        for (contents, needle) in [
+            ("create table t ();\nCOMMIT/* x */;", "line 2: COMMIT"),
+            ("create table t ();\nCOMMIT-- done", "line 2: COMMIT"),
+            ("commit\t/*a*/and chain;", "line 1: COMMIT"),
+            (
+                "select 1;\n\nPrepare Transaction 'x';",
+                "line 3: PREPARE TRANSACTION",
+            ),
+            ("rollback prepared 'x';", "line 1: ROLLBACK PREPARED"),
+            ("BEGIN ISOLATION LEVEL SERIALIZABLE;", "line 1: BEGIN"),
+        ] {
+            let (named, reason) = invalid_reason(vec![file("0001_a.sql", contents)]);
+            assert_eq!(named, PathBuf::from("0001_a.sql"));
+            assert!(reason.contains(needle), "{contents:?}: {reason}");
+            assert!(reason.contains("slipway owns"), "{reason}");
+            assert!(reason.contains("-- slipway:no-transaction"), "{reason}");
+            assert!(reason.contains("remove the BEGIN/COMMIT"), "{reason}");
+        }
+        MigrationSet::from_files(vec![file(
+            "0001_a.sql",
+            "savepoint s;\nrollback to savepoint s;\nrelease s;\nprepare q as select 1;\ndo $$ begin commit; end $$;\n",
+        )])
+        .unwrap();
+    }
+
+    #[test]
+    fn unterminated_constructs_name_the_file_and_line() {
+        for (contents, needle) in [
+            (
+                "create table t ();\ninsert into t values ('it);\n",
+                "unterminated quoted string starting at line 2",
+            ),
+            (
+                "select 1;\nselect \"id from t;\n",
+                "unterminated quoted identifier starting at line 2",
+            ),
+            (
+                "\n\n\ndo $fn$ begin end $$;",
+                "unterminated dollar-quoted string $fn$ starting at line 4",
+            ),
+            (
+                "/* header /* nested */\nselect 1;",
+                "unterminated block comment starting at line 1",
+            ),
+        ] {
+            let (named, reason) = invalid_reason(vec![file("0007_x.sql", contents)]);
+            assert_eq!(named, PathBuf::from("0007_x.sql"));
+            assert!(reason.contains(needle), "{contents:?}: {reason}");
+        }
+        let err = MigrationSet::from_files(vec![file("0001_a.sql", "select 'x")]).unwrap_err();
+        assert_eq!(err.code().as_str(), "config", "{err}");
+    }
+
+    #[test]
+    fn psql_scripts_are_refused() {
+        for (contents, needle) in [
+            ("\\i other.sql\n", "line 1: \\i is a psql meta-command"),
+            (
+                "select 1;\n  \\connect db\n",
+                "line 2: \\connect is a psql meta-command",
+            ),
+            ("\\set x 1\n", "line 1: \\set is a psql meta-command"),
+            (
+                "create table t (a int);\ncopy t (a) from STDIN;\n1\n\\.\n",
+                "line 2: COPY ... FROM STDIN",
+            ),
+            (
+                "COPY t FROM /* x */ stdin with (format csv);\n",
+                "line 1: COPY ... FROM STDIN",
+            ),
+        ] {
+            let (named, reason) = invalid_reason(vec![file("0002_data.sql", contents)]);
+            assert_eq!(named, PathBuf::from("0002_data.sql"));
+            assert!(reason.contains(needle), "{contents:?}: {reason}");
+            assert!(reason.contains("plain SQL, not psql scripts"), "{reason}");
+            assert!(
+                reason.contains("INSERT or COPY FROM a server file"),
+                "{reason}"
+            );
+        }
+        MigrationSet::from_files(vec![file(
+            "0002_data.sql",
+            "copy t from '/srv/t.csv';\ncopy t to stdout;\nselect E'\\\\i x', '\n\\i y';\n",
+        )])
+        .unwrap();
+    }
+
+    #[test]
+    fn nul_bytes_and_bad_encodings_are_named_with_the_line() {
+        let bytes = |path: &str, contents: &[u8]| SourceFile {
+            path: path.to_owned(),
+            contents: contents.to_vec().into(),
+        };
+        let (file, reason) =
+            invalid_reason(vec![bytes("0001_a.sql", b"select 1;\nselect '\0';\n")]);
+        assert_eq!(file, PathBuf::from("0001_a.sql"));
+        assert!(
+            reason.contains("contains a NUL byte at line 2; PostgreSQL cannot take it"),
+            "{reason}"
+        );
+        let (_, reason) =
+            invalid_reason(vec![bytes("0001_a.sql", b"select 1;\n\nselect '\xe9';\n")]);
+        assert!(
+            reason.contains("not valid UTF-8") && reason.contains("line 3"),
+            "{reason}"
+        );
+        let (_, reason) = invalid_reason(vec![bytes("0001_a.sql", b"\xff\xfes\0e\0l\0")]);
+        assert!(reason.contains("UTF-16"), "{reason}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_stripped_but_stays_in_the_checksum() {
+        let text = "\u{feff}-- slipway:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (c);\n";
+        let set = MigrationSet::from_files(vec![
+            file("0001_a.sql", text),
+            file("repeatable/v.sql", "\u{feff}create view v as select 1;\n"),
+            file(EXPECTED_SNAPSHOT_FILE, "\u{feff}{}"),
+        ])
+        .unwrap();
+        let migration = &set.versioned()[0];
+        assert!(migration.directives.no_transaction);
+        assert!(migration.sql.starts_with("-- slipway:no-transaction"));
+        // The digest of a file never changes: it is of the bytes as they are.
+        assert_eq!(migration.checksum, checksum(text));
+        assert_eq!(
+            migration.checksum,
+            "1e92debc7ee65431d97fb122f5be0a6a321d2aa8aa51c1a881854c249e856f9c"
+        );
+        assert_eq!(set.repeatable()[0].sql, "create view v as select 1;\n");
+        assert_eq!(set.expected_snapshot(), Some("{}"));
+        let (_, reason) = invalid_reason(vec![file("0002_b.sql", "\u{feff}\n")]);
+        assert!(reason.contains("empty"), "{reason}");
+    }
+
+    #[test]
+    fn entries_are_allowed_or_refused_by_one_rule() {
+        use EntryType::{Dir, File, Other};
+        for (path, kind, expected) in [
+            ("0001_a.sql", File, Some(Entry::Script)),
+            ("0001_a_rollback.sql", File, Some(Entry::Script)),
+            ("schema.snapshot.json", File, Some(Entry::Snapshot)),
+            ("repeatable", Dir, Some(Entry::RepeatableDir)),
+            ("repeatable/views.sql", File, Some(Entry::Script)),
+            (".gitkeep", File, Some(Entry::Ignored)),
+            (".DS_Store", File, Some(Entry::Ignored)),
+            (".git", Dir, Some(Entry::Ignored)),
+            ("README", File, Some(Entry::Ignored)),
+            ("README.txt", File, Some(Entry::Ignored)),
+            ("notes.md", File, Some(Entry::Ignored)),
+            ("slipway.toml", File, Some(Entry::Ignored)),
+            ("repeatable/.gitkeep", File, Some(Entry::Ignored)),
+            ("repeatable/README.md", File, Some(Entry::Ignored)),
+            ("checks", Dir, None),
+            ("old", Dir, None),
+            ("README", Dir, None),
+            ("0001_a.sql.bak", File, None),
+            ("0001_a.SQL", File, None),
+            ("notes.txt", File, None),
+            ("fifo.sql", Other, None),
+            ("repeatable/sub", Dir, None),
+            ("repeatable/slipway.toml", File, None),
+            ("repeatable/schema.snapshot.json", File, None),
+            ("repeatable/v.txt", File, None),
+            ("checks/a.sql", File, None),
+            ("a/b/c.sql", File, None),
+        ] {
+            let got = classify_entry(path, kind);
+            match expected {
+                Some(entry) => assert_eq!(got, Ok(entry), "{path}"),
+                None => {
+                    let reason = got.expect_err(path);
+                    assert!(!reason.is_empty());
+                }
+            }
+        }
+        let reason = classify_entry("notes.txt", File).unwrap_err();
+        assert!(
+            reason.contains("NNNN_description.sql") && reason.contains("repeatable/<name>.sql"),
+            "{reason}"
+        );
+    }
+
+    static EMBEDDED_OK: include_dir::Dir<'static> = include_dir::Dir::new(
+        "",
+        &[
+            include_dir::DirEntry::File(include_dir::File::new("0001_a.sql", b"select 1;\n")),
+            include_dir::DirEntry::File(include_dir::File::new(".gitkeep", b"")),
+            include_dir::DirEntry::File(include_dir::File::new("README.md", b"# notes\n")),
+            include_dir::DirEntry::File(include_dir::File::new(EXPECTED_SNAPSHOT_FILE, b"{}")),
+            include_dir::DirEntry::Dir(include_dir::Dir::new(
+                "repeatable",
+                &[
+                    include_dir::DirEntry::File(include_dir::File::new(
+                        "repeatable/v.sql",
+                        b"create view v as select 1;\n",
+                    )),
+                    include_dir::DirEntry::File(include_dir::File::new(
+                        "repeatable/README",
+                        b"views\n",
+                    )),
+                ],
+            )),
+        ],
+    );
+
+    static EMBEDDED_CHECKS: include_dir::Dir<'static> = include_dir::Dir::new(
+        "",
+        &[
+            include_dir::DirEntry::File(include_dir::File::new("0001_a.sql", b"select 1;\n")),
+            include_dir::DirEntry::Dir(include_dir::Dir::new(
+                "checks",
+                &[include_dir::DirEntry::File(include_dir::File::new(
+                    "checks/c.sql",
+                    b"select 1;\n",
+                ))],
+            )),
+        ],
+    );
+
+    static EMBEDDED_STRAY: include_dir::Dir<'static> = include_dir::Dir::new(
+        "",
+        &[
+            include_dir::DirEntry::File(include_dir::File::new("0001_a.sql", b"select 1;\n")),
+            include_dir::DirEntry::File(include_dir::File::new("0002_b.sql.orig", b"select 2;\n")),
+        ],
+    );
+
+    static EMBEDDED_NESTED: include_dir::Dir<'static> = include_dir::Dir::new(
+        "",
+        &[include_dir::DirEntry::Dir(include_dir::Dir::new(
+            "repeatable",
+            &[include_dir::DirEntry::Dir(include_dir::Dir::new(
+                "repeatable/old",
+                &[include_dir::DirEntry::File(include_dir::File::new(
+                    "repeatable/old/v.sql",
+                    b"select 1;\n",
+                ))],
+            ))],
+        ))],
+    );
+
+    #[test]
+    fn the_embedded_set_follows_the_directory_rules() {
+        let set = MigrationSet::from_embedded(&EMBEDDED_OK).unwrap();
+        assert_eq!(set.versioned().len(), 1);
+        assert_eq!(set.repeatable().len(), 1);
+        assert_eq!(set.repeatable()[0].script, "repeatable/v.sql");
+        assert_eq!(set.expected_snapshot(), Some("{}"));
+        for (dir, named) in [
+            (&EMBEDDED_CHECKS, "checks/"),
+            (&EMBEDDED_STRAY, "0002_b.sql.orig"),
+            (&EMBEDDED_NESTED, "repeatable/old/"),
+        ] {
+            match MigrationSet::from_embedded(dir) {
+                Err(Error::InvalidMigrationFile { file, .. }) => {
+                    assert_eq!(file, PathBuf::from(named));
+                }
+                other => panic!("{named}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn stray_paths_handed_to_from_files_are_refused_or_ignored() {
+        let (named, reason) = invalid_reason(vec![file("notes.txt", "x")]);
+        assert_eq!(named, PathBuf::from("notes.txt"));
+        assert!(reason.contains("does not know this file"), "{reason}");
+        let set = MigrationSet::from_files(vec![
+            file("README.md", "# not sql"),
+            file("0001_a.sql", "select 1;"),
+        ])
+        .unwrap();
+        assert_eq!(set.versioned().len(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 512,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn the_name_parser_never_panics(name in proptest::prelude::any::<String>()) {
+            let _ = parse_versioned_name(&name);
+        }
+
+        #[test]
+        fn sqlish_names_parse_or_say_why(
+            name in "(repeatable/)?[0-9]{0,40}_?[a-z_ -]{0,12}(_rollback)?(\\.sql|\\.SQL|\\.md|)?"
+        ) {
+            if let Err(reason) = parse_versioned_name(&name) {
+                proptest::prop_assert!(reason.contains("NNNN_description.sql"), "{}", reason);
+            }
+        }
+
+        #[test]
+        fn loading_any_file_never_panics(
+            name in proptest::prelude::any::<String>(),
+            contents in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let _ = MigrationSet::from_files(vec![SourceFile { path: name, contents: contents.into() }]);
+        }
+
+        #[test]
+        fn loading_sqlish_files_never_panics(
+            name in "(repeatable/)?[0-9]{1,5}_[a-z]{1,5}(_rollback)?\\.sql",
+            contents in "[\\x00-\\x7f\u{feff}é;'\"$\\\\/*-]{0,80}",
+        ) {
+            match MigrationSet::from_files(vec![file(&name, &contents)]) {
+                Ok(_) => {}
+                Err(error) => {
+                    let code = error.code().as_str();
+                    proptest::prop_assert!(matches!(code, "config" | "duplicate_version"), "{}", error);
+                }
+            }
+        }
     }
 }
