@@ -1,16 +1,24 @@
 //! `slipway`, the command-line face: parse arguments, choose the database,
 //! call the library, print the report, exit 0 / 1 / 2. All behaviour lives in
 //! the library so the CLI and the Lambda function act the same.
+//!
+//! Everything it prints goes through `output`: a closed pipe ends the
+//! writing, not the run, and every password is blanked (`redact`), also in
+//! clap's argument errors — which slipway renders itself, as one
+//! `bad_request` report under `--json` — and in panic messages.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use slipway::catalog::Snapshot;
 use slipway::local::LocalCluster;
 use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
+use slipway::report::SnapshotFile;
 use slipway::secret::{aws_config, SecretSource, DEFAULT_SECRET_TTL};
 use slipway::tls::{SslMode, TlsOptions};
 use slipway::{
@@ -69,7 +77,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "VERSION")]
     to: Option<String>,
 
-    /// apply, rollback: go ahead although the schema drifted from the recorded or expected snapshot (the live schema becomes the recorded one)
+    /// apply, rollback: go ahead although the schema drifted from the recorded or expected snapshot (once the run commits, the live schema becomes the recorded one)
     #[arg(long, global = true)]
     allow_drift: bool,
 
@@ -172,71 +180,491 @@ enum LocalCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    redact::remember(&args);
+    std::panic::set_hook(Box::new(panic_hook));
+    let json = wants_json(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => return argument_error(&error, &args, json),
+    };
     init_logging(cli.verbose);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(&cli))) {
+        Ok(code) => code,
+        Err(_) => {
+            // The hook has said where on stderr; --json still owes stdout
+            // its one report, unless the panic came after it.
+            if cli.json && !output::report_printed() {
+                let error = Error::Internal(
+                    "slipway stopped on a bug (stderr says where); check the database with `slipway status` and report the bug".into(),
+                );
+                output::report_json(&Report::failure(
+                    action_name(&cli).unwrap_or("unknown"),
+                    false,
+                    &error,
+                ));
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The report's `action` for a parsed command line; `None` when no
+/// subcommand was given.
+fn action_name(cli: &Cli) -> Option<&'static str> {
+    Some(match &cli.command {
+        Some(Command::Validate) => "validate",
+        Some(Command::Status) => "status",
+        Some(Command::Apply) => "apply",
+        Some(Command::Rollback) => "rollback",
+        Some(Command::Verify) => "verify",
+        Some(Command::Snapshot { .. }) => "snapshot",
+        Some(Command::Lint { .. }) => "lint",
+        Some(Command::Local {
+            command: LocalCommand::Start,
+        }) => "local start",
+        Some(Command::Local {
+            command: LocalCommand::Stop,
+        }) => "local stop",
+        None if cli.dry_run => "apply",
+        None => return None,
+    })
+}
+
+fn dispatch(cli: &Cli) -> ExitCode {
     // Lint touches no database: no runtime, no connection options.
     if let Some(Command::Lint {
         rollback_required_from,
     }) = &cli.command
     {
-        return lint_command(&cli, rollback_required_from.as_deref());
+        return lint_command(cli, rollback_required_from.as_deref());
     }
+    let Some(action) = action_name(cli) else {
+        let message = "say what to do: validate, apply, rollback, status, verify, snapshot, lint, local (see slipway --help)";
+        if cli.json {
+            let error = Error::BadRequest(message.into());
+            output::report_json(&Report::failure("unknown", false, &error));
+        } else {
+            output::err(&format!("slipway: {message}\n"));
+        }
+        return ExitCode::from(2);
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("slipway: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            let error = Error::Internal(format!(
+                "cannot start the async runtime: {e}; check the process limits (threads, open files)"
+            ));
+            return print_outcome(cli, Report::failure(action, false, &error));
         }
     };
-    let action = match &cli.command {
-        Some(Command::Validate) => "validate",
-        Some(Command::Status) => "status",
-        Some(Command::Apply) => "apply",
-        Some(Command::Rollback) => "rollback",
-        Some(Command::Verify) => "verify",
-        None if cli.dry_run => "apply",
-        Some(Command::Local { command }) => return runtime.block_on(local_command(&cli, command)),
-        Some(Command::Lint {
-            rollback_required_from,
-        }) => return lint_command(&cli, rollback_required_from.as_deref()),
+    match &cli.command {
+        Some(Command::Local { command }) => runtime.block_on(local_command(cli, command)),
         Some(Command::Snapshot { out, check }) => {
-            return runtime.block_on(snapshot_command(&cli, out.as_deref(), *check))
+            runtime.block_on(snapshot_command(cli, out.as_deref(), *check))
         }
-        None => {
-            eprintln!(
-                "slipway: say what to do: validate, apply, rollback, status, verify, lint (see slipway --help)"
-            );
-            return ExitCode::from(2);
+        _ => {
+            let report = runtime.block_on(run(cli, action));
+            print_outcome(cli, report)
         }
-    };
-    let report = runtime.block_on(run(&cli, action));
+    }
+}
+
+/// Print a run's report (JSON, or the human text) and map it to the exit code.
+fn print_outcome(cli: &Cli, report: Report) -> ExitCode {
     if cli.json {
-        println!("{}", report.to_json());
+        output::report_json(&report);
     } else {
-        print!("{}", report.render_human(std::io::stdout().is_terminal()));
+        let ran_alone = failed_step_ran_alone(cli, &report);
+        output::out(&report.render_human_with(std::io::stdout().is_terminal(), ran_alone));
     }
     ExitCode::from(report.exit_code())
+}
+
+/// Whether the migration a failed run names is a `-- slipway:no-transaction`
+/// one: its statements ran outside a transaction, so the failure may have
+/// left some of them done and "nothing was changed" would be a false promise.
+fn failed_step_ran_alone(cli: &Cli, report: &Report) -> bool {
+    let Some(file) = report
+        .error
+        .as_ref()
+        .and_then(|e| e.detail.get("file"))
+        .and_then(serde_json::Value::as_str)
+    else {
+        return false;
+    };
+    let Ok(set) = MigrationSet::from_dir(&cli.migrations) else {
+        // Cannot tell: do not promise that nothing changed.
+        return true;
+    };
+    set.versioned().iter().chain(set.repeatable()).any(|m| {
+        (m.script == file && m.directives.no_transaction)
+            || m.rollback
+                .as_ref()
+                .is_some_and(|r| r.script == file && r.directives.no_transaction)
+    })
 }
 
 fn lint_command(cli: &Cli, rollback_required_from: Option<&str>) -> ExitCode {
     let report = slipway::lint::lint_dir(&cli.migrations, rollback_required_from);
     if cli.json {
-        println!("{}", report.to_json());
+        output::json(&report.to_json());
     } else {
         let dir = cli.migrations.display().to_string();
-        print!(
-            "{}",
-            report.render_human(&dir, std::io::stdout().is_terminal())
-        );
+        output::out(&report.render_human(&dir, std::io::stdout().is_terminal()));
     }
     ExitCode::from(report.exit_code())
 }
 
+/// Whether the command line asks for JSON, read from the raw arguments: when
+/// parsing fails there is no `Cli` to ask, and `--json` still owes stdout
+/// its one report.
+fn wants_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .map(|a| a.to_str())
+        .take_while(|a| *a != Some("--"))
+        .any(|a| a.is_some_and(|a| a == "--json" || a.starts_with("--json=")))
+}
+
+/// A command line clap refused (or `--help`, `--version`): its message, with
+/// every password blanked, on stderr — or, with `--json`, a `bad_request`
+/// report on stdout. Exit 2, as for every error.
+fn argument_error(error: &clap::Error, args: &[OsString], json: bool) -> ExitCode {
+    use clap::error::ErrorKind;
+    let text = redact::redact(&error.render().to_string());
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        output::out(&text);
+        return ExitCode::SUCCESS;
+    }
+    // A psql habit: the URL as an argument. Say where it goes.
+    let url_hint = stray_database_url(args).then_some(
+        "a database URL was given as an argument; use --database-url URL or DATABASE_URL",
+    );
+    if json {
+        let mut message: Vec<String> =
+            if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // clap's text is the whole help; the usage line says enough.
+                let usage = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Usage:"))
+                    .map_or_else(String::new, |u| format!(", as in: {}", u.trim()));
+                vec![format!("a subcommand is missing{usage}")]
+            } else {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| {
+                        !l.is_empty()
+                            && !l.starts_with("Usage:")
+                            && !l.starts_with("For more information")
+                    })
+                    .map(|l| l.strip_prefix("error: ").unwrap_or(l).to_owned())
+                    .collect()
+            };
+        message.extend(url_hint.map(str::to_owned));
+        message.push("see slipway --help".into());
+        let (action, dry_run) = guess_action(args);
+        let error = Error::BadRequest(message.join("; "));
+        output::report_json(&Report::failure(action, dry_run, &error));
+    } else {
+        output::err(&text);
+        if let Some(hint) = url_hint {
+            output::err(&format!("\n  hint: {hint}\n"));
+        }
+    }
+    ExitCode::from(2)
+}
+
+/// Whether an argument other than the value of `--database-url` looks
+/// like a connection URL (`postgresql://...`) or a `key=value` connection
+/// string.
+fn stray_database_url(args: &[OsString]) -> bool {
+    let words: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    words.iter().enumerate().any(|(i, word)| {
+        let value_of_flag = i > 0 && words[i - 1] == "--database-url";
+        let lower = word.to_ascii_lowercase();
+        !value_of_flag
+            && !lower.starts_with("--database-url=")
+            && (lower.contains("://")
+                || lower.starts_with("postgres")
+                || lower.contains("host=")
+                || lower.contains("dbname=")
+                || lower.contains("password="))
+    })
+}
+
+/// The action and dry-run of a command line clap refused, for the report:
+/// the first subcommand named, else `unknown` (as the Lambda says for an
+/// event it cannot read).
+fn guess_action(args: &[OsString]) -> (&'static str, bool) {
+    const ACTIONS: [(&str, &str); 10] = [
+        ("validate", "validate"),
+        ("--validate", "validate"),
+        ("apply", "apply"),
+        ("--apply", "apply"),
+        ("rollback", "rollback"),
+        ("status", "status"),
+        ("verify", "verify"),
+        ("snapshot", "snapshot"),
+        ("lint", "lint"),
+        ("local", "local"),
+    ];
+    let words: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .take_while(|a| *a != "--")
+        .collect();
+    let action = words
+        .iter()
+        .find_map(|word| ACTIONS.iter().find(|(w, _)| w == word).map(|(_, a)| *a))
+        .unwrap_or("unknown");
+    let dry_run = (action == "apply" || action == "rollback") && words.contains(&"--dry-run");
+    (action, dry_run)
+}
+
+/// A panic prints a fixed sentence, where, and the message with every
+/// password blanked — never the raw message, which may quote a URL.
+fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+    output::err(&panic_message(&payload, location.as_deref()));
+}
+
+fn panic_message(payload: &str, location: Option<&str>) -> String {
+    format!(
+        "slipway: internal error, a bug in slipway ({}): {}; check the database with `slipway status` and report the bug\n",
+        location.unwrap_or("unknown location"),
+        redact::redact(payload)
+    )
+}
+
+/// Everything slipway prints goes through here. A closed pipe
+/// (`slipway status | head -1`) ends the writing, not the run: the exit code
+/// stays the one the outcome deserves, and nothing panics. Any other write
+/// error is ignored alike — there is nowhere left to report it.
+mod output {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use slipway::Report;
+
+    static REPORT_PRINTED: AtomicBool = AtomicBool::new(false);
+
+    fn write(mut stream: impl Write, text: &str) {
+        let text = super::redact::redact(text);
+        let _ = stream
+            .write_all(text.as_bytes())
+            .and_then(|()| stream.flush());
+    }
+
+    /// Text on stdout.
+    pub fn out(text: &str) {
+        write(std::io::stdout().lock(), text);
+    }
+
+    /// Text on stderr.
+    pub fn err(text: &str) {
+        write(std::io::stderr().lock(), text);
+    }
+
+    /// A JSON document on stdout, on its own line.
+    pub fn json(text: &str) {
+        REPORT_PRINTED.store(true, Ordering::SeqCst);
+        out(&format!("{text}\n"));
+    }
+
+    /// The report as JSON on stdout.
+    pub fn report_json(report: &Report) {
+        json(&report.to_json());
+    }
+
+    /// Whether the one JSON report has been printed.
+    pub fn report_printed() -> bool {
+        REPORT_PRINTED.load(Ordering::SeqCst)
+    }
+}
+
+/// Passwords out of every text slipway prints: `scheme://user:PASSWORD@`
+/// becomes `scheme://user:****@`, a `password=...` value `****`, and any
+/// password the command line or the environment carried `****` wherever it
+/// shows up (clap quotes arguments in its errors, a panic may quote anything).
+mod redact {
+    use std::ffi::OsString;
+    use std::sync::OnceLock;
+
+    const MASK: &str = "****";
+    /// Shorter known passwords are left to the patterns: blanking every
+    /// `ab` in a message would make it unreadable, and the patterns catch
+    /// them where they stand in a URL or a `password=` pair.
+    const MIN_EXACT: usize = 4;
+
+    static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+
+    /// Note the passwords in `args`, `DATABASE_URL` and `PGPASSWORD`.
+    pub fn remember(args: &[OsString]) {
+        let mut texts: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        texts.extend(std::env::var("DATABASE_URL").ok());
+        let mut secrets: Vec<String> = texts.iter().flat_map(|t| passwords_in(t)).collect();
+        secrets.extend(std::env::var("PGPASSWORD").ok());
+        secrets.retain(|s| s.len() >= MIN_EXACT && s != MASK);
+        // Longest first, so a password containing another is blanked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        let _ = SECRETS.set(secrets);
+    }
+
+    /// The passwords a text carries: URL userinfo (as written and
+    /// percent-decoded) and `password=` values.
+    pub fn passwords_in(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("://") {
+            let tail = &rest[at + 3..];
+            let end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+            let segment = &tail[..end];
+            if let Some(at) = segment.rfind('@') {
+                if let Some((_, password)) = segment[..at].split_once(':') {
+                    found.push(password.to_owned());
+                    if let Ok(decoded) =
+                        percent_encoding::percent_decode_str(password).decode_utf8()
+                    {
+                        found.push(decoded.into_owned());
+                    }
+                }
+            }
+            rest = &tail[end..];
+        }
+        for (start, end) in keyword_values(text) {
+            found.push(text[start..end].trim_matches('\'').to_owned());
+        }
+        found.retain(|s| !s.is_empty());
+        found
+    }
+
+    /// `text` with every password blanked.
+    pub fn redact(text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in SECRETS.get().map_or(&[][..], Vec::as_slice) {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), MASK);
+            }
+        }
+        redact_keywords(&redact_urls(&out))
+    }
+
+    /// `scheme://user:PASSWORD@host` → `scheme://user:****@host`. The
+    /// userinfo ends at the last `@` before a space or a quote, so a password
+    /// holding `@` or `/` is blanked whole (at worst, more than the password).
+    fn redact_urls(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find("://") {
+            let (head, tail) = rest.split_at(at + 3);
+            out.push_str(head);
+            let end = tail
+                .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
+                .unwrap_or(tail.len());
+            let segment = &tail[..end];
+            match segment
+                .rfind('@')
+                .and_then(|at| segment[..at].find(':').map(|colon| (colon, at)))
+            {
+                Some((colon, at)) => {
+                    out.push_str(&segment[..=colon]);
+                    out.push_str(MASK);
+                    out.push_str(&segment[at..]);
+                }
+                None => out.push_str(segment),
+            }
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Byte ranges of the values of `password=...` pairs (any case, with
+    /// libpq's optional spaces and single quotes).
+    fn keyword_values(text: &str) -> Vec<(usize, usize)> {
+        // ASCII lower-casing keeps every byte offset.
+        let lower = text.to_ascii_lowercase();
+        let bytes = text.as_bytes();
+        let mut ranges = Vec::new();
+        let mut from = 0;
+        while let Some(found) = lower[from..].find("password") {
+            let mut i = from + found + "password".len();
+            from = i;
+            while bytes.get(i) == Some(&b' ') {
+                i += 1;
+            }
+            if bytes.get(i) != Some(&b'=') {
+                continue;
+            }
+            i += 1;
+            while bytes.get(i) == Some(&b' ') {
+                i += 1;
+            }
+            let start = i;
+            if bytes.get(i) == Some(&b'\'') {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(bytes.len());
+            } else {
+                while i < bytes.len()
+                    && !bytes[i].is_ascii_whitespace()
+                    && !matches!(bytes[i], b'&' | b'\'' | b'"' | b'`')
+                {
+                    i += 1;
+                }
+            }
+            if i > start {
+                ranges.push((start, i));
+            }
+            from = i.max(from);
+        }
+        ranges
+    }
+
+    fn redact_keywords(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for (start, end) in keyword_values(text) {
+            out.push_str(&text[last..start]);
+            out.push_str(MASK);
+            last = end;
+        }
+        out.push_str(&text[last..]);
+        out
+    }
+}
+
 async fn run(cli: &Cli, action: &str) -> Report {
     let dry_run = cli.dry_run && (action == "apply" || action == "rollback");
+    if let Err(error) = check_timeouts(cli) {
+        return Report::failure(action, dry_run, &error);
+    }
     if action == "verify" {
         return verify(cli).await;
     }
@@ -335,7 +763,7 @@ async fn connection(cli: &Cli) -> Result<ConnectOptions, Error> {
         .clone()
         .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
     if let Some(url) = url {
-        return ConnectOptions::from_url(&url);
+        return Ok(ConnectOptions::from_url(&url)?.with_password_sources(password_sources()));
     }
     let secret = cli.secret_id.clone().or_else(|| {
         std::env::var("DB_SECRET_ARN")
@@ -352,6 +780,18 @@ async fn connection(cli: &Cli) -> Result<ConnectOptions, Error> {
     ))
 }
 
+/// Where libpq looks for a password a URL lacks: `PGPASSWORD`, then
+/// `PGPASSFILE`, else `~/.pgpass` (the library reads no environment).
+fn password_sources() -> slipway::connect::PasswordSources {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    slipway::connect::PasswordSources {
+        pgpassword: non_empty("PGPASSWORD").and_then(|v| v.into_string().ok()),
+        pgpassfile: non_empty("PGPASSFILE")
+            .map(PathBuf::from)
+            .or_else(|| non_empty("HOME").map(|home| Path::new(&home).join(".pgpass"))),
+    }
+}
+
 fn local_dir() -> PathBuf {
     Path::new(".slipway").join("local")
 }
@@ -364,85 +804,162 @@ async fn start_local() -> Result<LocalCluster, Error> {
 }
 
 async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
-    let outcome = match command {
-        LocalCommand::Start => match start_local().await {
-            Ok(cluster) => match cluster.ensure_database(&cli.local_database).await {
-                Ok(()) => {
-                    println!("{}", cluster.url(&cli.local_database));
-                    Ok(())
+    let started = Instant::now();
+    let (action, outcome) = match command {
+        LocalCommand::Start => ("local start", local_start(cli).await.map(Some)),
+        LocalCommand::Stop => (
+            "local stop",
+            LocalCluster::stop_dir(&local_dir()).map(|stopped| {
+                if !cli.json {
+                    output::out(&if stopped {
+                        format!(
+                            "stopped the local PostgreSQL under {}\n",
+                            local_dir().display()
+                        )
+                    } else {
+                        format!(
+                            "no local PostgreSQL was running under {}\n",
+                            local_dir().display()
+                        )
+                    });
                 }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        LocalCommand::Stop => match LocalCluster::stop_dir(&local_dir()) {
-            Ok(true) => {
-                println!(
-                    "stopped the local PostgreSQL under {}",
-                    local_dir().display()
-                );
-                Ok(())
-            }
-            Ok(false) => {
-                println!(
-                    "no local PostgreSQL was running under {}",
-                    local_dir().display()
-                );
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
+                None
+            }),
+        ),
     };
-    exit_code(outcome)
+    let mut report = Report::new(action, false);
+    match outcome {
+        Ok(url) => {
+            report.success = true;
+            report.schema_valid = true;
+            if let Some(url) = url {
+                report.database = Some(cli.local_database.clone());
+                if !cli.json {
+                    output::out(&format!("{url}\n"));
+                }
+                report.url = Some(url);
+            }
+        }
+        Err(e) => report.fail(&e),
+    }
+    report.duration_ms = elapsed_ms(started);
+    print_side_report(cli, &report)
+}
+
+/// Start (or reuse) the local server and its database; its URL.
+async fn local_start(cli: &Cli) -> Result<String, Error> {
+    let cluster = start_local().await?;
+    cluster.ensure_database(&cli.local_database).await?;
+    Ok(cluster.url(&cli.local_database))
 }
 
 /// `slipway snapshot`: write the expected snapshot, or with `--check` say
 /// whether the committed one is stale (exit 1).
 async fn snapshot_command(cli: &Cli, out: Option<&Path>, check: bool) -> ExitCode {
+    let started = Instant::now();
     let path = out.map_or_else(
         || cli.migrations.join(EXPECTED_SNAPSHOT_FILE),
         Path::to_path_buf,
     );
-    let outcome = match build_snapshot(cli).await {
-        Ok(snapshot) if check => {
-            let text = snapshot.to_pretty_json();
-            if std::fs::read_to_string(&path).is_ok_and(|current| current == text) {
-                println!("{} is up to date", path.display());
-                return ExitCode::SUCCESS;
-            }
-            eprintln!(
-                "slipway: {} is stale: the migrations produce another schema; refresh it with `slipway snapshot --out {}` and commit it",
-                path.display(),
-                path.display()
-            );
-            return ExitCode::from(1);
+    let mut report = Report::new("snapshot", false);
+    let outcome = async {
+        check_timeouts(cli)?;
+        let snapshot = build_snapshot(cli).await?;
+        let text = snapshot.to_pretty_json();
+        let up_to_date = std::fs::read_to_string(&path).is_ok_and(|current| current == text);
+        if !check {
+            std::fs::write(&path, &text)
+                .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
         }
-        Ok(snapshot) => std::fs::write(&path, snapshot.to_pretty_json())
-            .map(|()| {
-                println!(
-                    "wrote {}: {} table(s), fingerprint {}",
-                    path.display(),
-                    snapshot.table_count(),
-                    snapshot.fingerprint()
-                )
-            })
-            .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display()))),
-        Err(e) => Err(e),
-    };
-    exit_code(outcome)
-}
-
-/// Only an explicit --database-url moves the scratch database off the
-/// embedded server: a DATABASE_URL left in the environment may be production.
-/// Exit 0, or print the error on one line and exit 2 (DESIGN.md's exit codes).
-fn exit_code(outcome: Result<(), Error>) -> ExitCode {
+        report.schema_valid = up_to_date || !check;
+        report.snapshot = Some(SnapshotFile {
+            path: path.display().to_string(),
+            written: !check,
+            tables: snapshot.table_count(),
+            fingerprint: snapshot.fingerprint(),
+        });
+        Ok::<_, Error>(())
+    }
+    .await;
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("slipway: {e}");
-            ExitCode::from(2)
+        Ok(()) => report.success = true,
+        Err(e) => report.fail(&e),
+    }
+    report.duration_ms = elapsed_ms(started);
+    if !cli.json {
+        match &report.snapshot {
+            Some(file) if file.written => output::out(&format!(
+                "wrote {}: {} table(s), fingerprint {}\n",
+                file.path, file.tables, file.fingerprint
+            )),
+            Some(file) if report.schema_valid => {
+                output::out(&format!("{} is up to date\n", file.path));
+            }
+            Some(file) => output::err(&format!(
+                "slipway: {} is stale: the migrations produce another schema; refresh it with `slipway snapshot --out {}` and commit it\n",
+                file.path, file.path
+            )),
+            None => {}
         }
     }
+    print_side_report(cli, &report)
+}
+
+/// The commands without a report of their own in human mode (`local`,
+/// `snapshot`) print their text as they go; here the JSON report, or the
+/// error on one line on stderr, and the exit code (DESIGN.md's exit codes).
+fn print_side_report(cli: &Cli, report: &Report) -> ExitCode {
+    if cli.json {
+        output::report_json(report);
+    } else if let Some(error) = &report.error {
+        output::err(&format!("slipway: {}\n", error.message));
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// PostgreSQL's `lock_timeout` and `statement_timeout` are an `int` of
+/// milliseconds: the largest it accepts.
+const PG_TIMEOUT_MAX_MS: u128 = i32::MAX as u128;
+
+/// Longest `--connect-timeout`: a server that has not answered in an hour is
+/// not going to, and the run should fail rather than hang a pipeline.
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+
+/// The timeouts checked before anything connects, so that a value the
+/// server would refuse is a `config` error naming the flag, not an
+/// `internal` one after the connection.
+fn check_timeouts(cli: &Cli) -> Result<(), Error> {
+    if cli.lock_timeout.is_zero() {
+        return Err(Error::Config(
+            "--lock-timeout 0 would let a migration wait for a table lock forever, while every query on that table queues behind it; give a bound such as 5s".into(),
+        ));
+    }
+    for (flag, value, zero) in [
+        ("--lock-timeout", cli.lock_timeout, ""),
+        (
+            "--statement-timeout",
+            cli.statement_timeout,
+            ", or 0 for no limit",
+        ),
+    ] {
+        if value.as_millis() > PG_TIMEOUT_MAX_MS {
+            return Err(Error::Config(format!(
+                "{flag} of {} ms is more than PostgreSQL accepts ({PG_TIMEOUT_MAX_MS} ms, about 24.8 days); give a shorter duration{zero}",
+                value.as_millis()
+            )));
+        }
+    }
+    if cli.connect_timeout.is_zero() || cli.connect_timeout > CONNECT_TIMEOUT_MAX {
+        return Err(Error::Config(format!(
+            "--connect-timeout of {} ms is out of range; give a duration from 1ms to 1h, such as 10s",
+            cli.connect_timeout.as_millis()
+        )));
+    }
+    Ok(())
 }
 
 async fn build_snapshot(cli: &Cli) -> Result<Snapshot, Error> {
@@ -452,6 +969,8 @@ async fn build_snapshot(cli: &Cli) -> Result<Snapshot, Error> {
 }
 
 /// The server a scratch database is created on (snapshot, verify).
+/// Only an explicit --database-url moves the scratch database off the
+/// embedded server: a DATABASE_URL left in the environment may be production.
 async fn scratch_server(cli: &Cli) -> Result<Target, Error> {
     let mut server = match &cli.database_url {
         Some(url) => ConnectOptions::from_url(url)?,
@@ -477,6 +996,8 @@ fn host_name() -> String {
 }
 
 fn init_logging(verbose: u8) {
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -484,12 +1005,35 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // The engine logs the error a run ends with; the CLI prints it in the
+    // report (human text or JSON) already, and once is enough.
+    let not_in_report = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target() == "slipway::engine"
+            && *meta.level() == tracing::Level::ERROR
+            && meta.fields().field("code").is_some())
+    });
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .init();
+        .with_filter(filter)
+        .with_filter(not_in_report);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// stderr for log lines, redacted like every other output, and quiet about
+/// a closed pipe.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        output::err(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `500ms`, `5s`, `15m`, `1h`, or a bare number of seconds.
@@ -510,4 +1054,99 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("'{text}' is not a duration like 500ms, 5s, 15m")),
     };
     Ok(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_keywords_lose_their_passwords() {
+        let cases = [
+            (
+                "unrecognized subcommand 'postgresql://u:pw@h/db'",
+                "unrecognized subcommand 'postgresql://u:****@h/db'",
+            ),
+            (
+                "postgres://u:p@ss/w0rd@h:5432/db",
+                "postgres://u:****@h:5432/db",
+            ),
+            (
+                "postgres://u@h/db and postgres://h:5432/db",
+                "postgres://u@h/db and postgres://h:5432/db",
+            ),
+            (
+                "host=h password=s3cret dbname=d",
+                "host=h password=**** dbname=d",
+            ),
+            (
+                "host=h PASSWORD = 's3 cr\\'et' dbname=d",
+                "host=h PASSWORD = **** dbname=d",
+            ),
+            (
+                "?user=u&password=s3cret&sslmode=require",
+                "?user=u&password=****&sslmode=require",
+            ),
+            ("PGPASSWORD=s3cret slipway", "PGPASSWORD=**** slipway"),
+            (
+                "no secrets here: password, passwords",
+                "no secrets here: password, passwords",
+            ),
+            ("trailing password=", "trailing password="),
+            (
+                "ünï://ü:pässwörd@h/δ password='ä",
+                "ünï://ü:****@h/δ password=****",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(redact::redact(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_found_as_written_and_decoded() {
+        let found = redact::passwords_in("postgresql://u:a%40b%20c@h/db password='x y'");
+        assert!(found.contains(&"a%40b%20c".to_owned()), "{found:?}");
+        assert!(found.contains(&"a@b c".to_owned()), "{found:?}");
+        assert!(found.contains(&"x y".to_owned()), "{found:?}");
+    }
+
+    #[test]
+    fn a_panic_message_is_redacted() {
+        let text = panic_message(
+            "called `Result::unwrap()` on an `Err` value: bad url postgresql://app:hunter2@db/tutor (password=hunter2)",
+            Some("src/main.rs:1:1"),
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("postgresql://app:****@db/tutor"), "{text}");
+        assert!(
+            text.starts_with("slipway: internal error, a bug in slipway (src/main.rs:1:1)"),
+            "{text}"
+        );
+        let text = panic_message("", None);
+        assert!(text.contains("unknown location"), "{text}");
+    }
+
+    #[test]
+    fn json_is_read_from_the_raw_arguments() {
+        let args = |list: &[&str]| -> Vec<OsString> {
+            std::iter::once("slipway")
+                .chain(list.iter().copied())
+                .map(OsString::from)
+                .collect()
+        };
+        assert!(wants_json(&args(&["apply", "--json"])));
+        assert!(wants_json(&args(&["--json=x"])));
+        assert!(!wants_json(&args(&["apply", "--", "--json"])));
+        assert!(!wants_json(&args(&["--jsonx"])));
+        assert_eq!(
+            guess_action(&args(&["--dry-run", "apply", "--to"])),
+            ("apply", true)
+        );
+        assert_eq!(
+            guess_action(&args(&["--dry-run", "status"])),
+            ("status", false)
+        );
+        assert_eq!(guess_action(&args(&["migrate"])), ("unknown", false));
+    }
 }

@@ -46,6 +46,23 @@ pub struct Report {
     /// `verify`: each migration's apply / rollback / re-apply round trip.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<Vec<VerifyStep>>,
+    /// `local start` (CLI): the URL of the local server's database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `snapshot` (CLI): the expected-snapshot file written or checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotFile>,
+}
+
+/// The expected-snapshot file of `slipway snapshot`; the report's
+/// `schema_valid` says whether it matches the migrations after the run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnapshotFile {
+    pub path: String,
+    /// False for `--check`, which only compares.
+    pub written: bool,
+    pub tables: usize,
+    pub fingerprint: String,
 }
 
 /// One migration's round trip in `verify`.
@@ -179,6 +196,8 @@ impl Report {
             rolled_back: None,
             dropped_invalid_indexes: Vec::new(),
             verify: None,
+            url: None,
+            snapshot: None,
         }
     }
 
@@ -208,11 +227,12 @@ impl Report {
     }
 
     /// The exit code of the CLI for this report: 0 success (and valid, for
-    /// validate), 1 validate found the schema not valid, 2 error.
+    /// validate), 1 validate found the schema not valid (or `snapshot
+    /// --check` the file stale), 2 error.
     pub fn exit_code(&self) -> u8 {
         if !self.success {
             2
-        } else if self.action == "validate" && !self.schema_valid {
+        } else if (self.action == "validate" || self.action == "snapshot") && !self.schema_valid {
             1
         } else {
             0
@@ -221,6 +241,14 @@ impl Report {
 
     /// Human-readable text; ANSI colour when `color` is set (a TTY).
     pub fn render_human(&self, color: bool) -> String {
+        self.render_human_with(color, false)
+    }
+
+    /// [`Report::render_human`], told whether the migration a failure names
+    /// ran outside a transaction (`-- slipway:no-transaction`): then some of
+    /// its statements may have stayed done, and the text must not say that
+    /// nothing was changed.
+    pub fn render_human_with(&self, color: bool, failed_step_ran_alone: bool) -> String {
         let paint = crate::report::painter(color);
         let mut out = String::new();
         let database = self.database.as_deref().unwrap_or("?");
@@ -414,6 +442,11 @@ impl Report {
                         }
                     }
                 }
+                if self.changed_nothing(failed_step_ran_alone)
+                    && !error.message.contains("nothing was changed")
+                {
+                    let _ = writeln!(out, "nothing was changed");
+                }
             }
             None => {
                 let verdict = match (self.action.as_str(), self.schema_valid) {
@@ -451,6 +484,27 @@ impl Report {
         }
         let _ = writeln!(out, "took {} ms", self.duration_ms);
         out
+    }
+}
+
+impl Report {
+    /// Whether a failed `apply` or `rollback` left the database as it was:
+    /// it committed nothing (every transaction rolled back) and the failure
+    /// is not of a step that ran outside a transaction, nor one that left
+    /// INVALID indexes behind.
+    fn changed_nothing(&self, failed_step_ran_alone: bool) -> bool {
+        let left_indexes = self
+            .error
+            .as_ref()
+            .and_then(|e| e.detail.get("invalid_indexes"))
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        !self.success
+            && (self.action == "apply" || self.action == "rollback")
+            && self.applied.is_empty()
+            && self.rolled_back.as_ref().is_none_or(Vec::is_empty)
+            && !failed_step_ran_alone
+            && !left_indexes
     }
 }
 

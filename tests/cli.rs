@@ -483,6 +483,8 @@ fn no_connection_given_is_a_config_error_naming_the_choices() {
 // 4. SIGKILL in the middle of apply ---------------------------------------------
 
 /// Whether a slipway session of database `name` is running `pg_sleep`.
+/// slipway's sessions are named `slipway`, or `slipway: <file>` while a
+/// migration runs.
 ///
 /// `query` alone is not enough: slipway sends the whole batch as one message
 /// and `pg_stat_activity.query` keeps only its first
@@ -493,7 +495,7 @@ async fn slipway_sleeping(client: &tokio_postgres::Client, name: &str) -> bool {
         .query_one(
             "SELECT count(*) FROM pg_stat_activity \
              WHERE (query LIKE '%pg_sleep%' OR wait_event = 'PgSleep') \
-               AND application_name = 'slipway' \
+               AND (application_name = 'slipway' OR application_name LIKE 'slipway: %') \
                AND datname = $1 AND state = 'active' AND pid <> pg_backend_pid()",
             &[&name],
         )
@@ -507,7 +509,8 @@ async fn slipway_sessions(client: &tokio_postgres::Client, name: &str) -> i64 {
     client
         .query_one(
             "SELECT count(*) FROM pg_stat_activity \
-             WHERE application_name = 'slipway' AND datname = $1",
+             WHERE (application_name = 'slipway' OR application_name LIKE 'slipway: %') \
+               AND datname = $1",
             &[&name],
         )
         .await

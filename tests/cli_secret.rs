@@ -226,3 +226,145 @@ async fn sslmode_is_honoured_and_checked() {
         "{run}"
     );
 }
+
+/// Argument errors are rendered by slipway, not clap: any password on the
+/// command line is blanked, in the text on stderr and in the `--json`
+/// report alike, and a URL given where a subcommand goes gets a hint.
+#[test]
+fn argument_errors_show_no_password() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let cases: &[&[&str]] = &[
+        // A psql habit: the URL as the first argument.
+        &["postgresql://u:hunter2secret@db.example/tutor", "validate"],
+        &["validate", "postgresql://u:hunter2secret@db.example/tutor"],
+        &["postgres://u:hunter2secret@db.example:5432/tutor?sslmode=require"],
+        // Percent-encoded, and with the characters that end a quote.
+        &["postgresql://u:hunter%32secret@db.example/tutor", "apply"],
+        &["postgresql://u:hunter'2secret\"x@db.example/tutor", "apply"],
+        // libpq's key=value form.
+        &[
+            "host=db.example password=hunter2secret dbname=tutor",
+            "status",
+        ],
+        &[
+            "host=db.example password='hunter2 secret' dbname=tutor",
+            "status",
+        ],
+        // A flag slipway lacks, and flags that take no value, given one.
+        &[
+            "--databse-url=postgresql://u:hunter2secret@db.example/tutor",
+            "validate",
+        ],
+        &[
+            "--local=postgresql://u:hunter2secret@db.example/tutor",
+            "validate",
+        ],
+        &[
+            "--json=postgresql://u:hunter2secret@db.example/tutor",
+            "validate",
+        ],
+        &[
+            "validate",
+            "--dry-run=postgresql://u:hunter2secret@db.example/tutor",
+        ],
+        // --database-url itself, malformed, next to an argument error.
+        &[
+            "--database-url",
+            "postgresql://u:hunter2secret@db.example:notaport/tutor",
+            "--database-url",
+            "postgresql://u:hunter2secret@db.example/tutor",
+            "validate",
+        ],
+        &[
+            "--database-url",
+            "postgresql://u:hunter2secret@db.example:notaport/tutor",
+            "validate",
+            "--lock-timeout",
+            "banana",
+        ],
+    ];
+    for args in cases {
+        for json in [false, true] {
+            let mut command = slipway();
+            command.current_dir(cwd.path()).args(*args);
+            if json {
+                command.arg("--json");
+            }
+            let output = command.output().expect("run slipway");
+            let run = Run {
+                command: format!(
+                    "slipway {}{}",
+                    args.join(" "),
+                    if json { " --json" } else { "" }
+                ),
+                output,
+            };
+            run.expect_code(2);
+            let text = format!("{}{}", run.stdout(), run.stderr());
+            for secret in [
+                "hunter2secret",
+                "hunter%32secret",
+                "hunter'2secret",
+                "hunter2 secret",
+            ] {
+                assert!(!text.contains(secret), "password leaked{run}");
+            }
+            assert!(!text.contains("panicked"), "{run}");
+            if json {
+                let report = run.report();
+                assert_eq!(report["error"]["code"], "bad_request", "{run}");
+            }
+        }
+    }
+
+    // The hint for a URL where a subcommand goes.
+    let run = common::run_cli(
+        cwd.path(),
+        &["postgresql://u:hunter2secret@db.example/tutor", "validate"],
+    );
+    assert!(
+        run.stderr()
+            .contains("use --database-url URL or DATABASE_URL"),
+        "{run}"
+    );
+    assert!(
+        run.stderr()
+            .contains("postgresql://u:****@db.example/tutor"),
+        "{run}"
+    );
+    let run = common::run_cli(
+        cwd.path(),
+        &["--json", "postgresql://u:hunter2secret@db.example/tutor"],
+    );
+    let message = run.report()["error"]["message"].to_string();
+    assert!(
+        message.contains("use --database-url URL or DATABASE_URL"),
+        "{run}"
+    );
+}
+
+/// A password in the environment stays out of argument errors too, also
+/// when the same text is on the command line.
+#[test]
+fn environment_passwords_stay_out_of_argument_errors() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let mut command = slipway();
+    command
+        .current_dir(cwd.path())
+        .env(
+            "DATABASE_URL",
+            "postgresql://u:env-hunter2secret@db.example/tutor",
+        )
+        .env("PGPASSWORD", "pg-hunter2secret")
+        .args(["env-hunter2secret", "pg-hunter2secret", "--json"]);
+    let output = command.output().expect("run slipway");
+    let run = Run {
+        command: "DATABASE_URL=... PGPASSWORD=... slipway <passwords> --json".into(),
+        output,
+    };
+    run.expect_code(2);
+    let text = format!("{}{}", run.stdout(), run.stderr());
+    assert!(!text.contains("env-hunter2secret"), "{run}");
+    assert!(!text.contains("pg-hunter2secret"), "{run}");
+    assert_eq!(run.report()["error"]["code"], "bad_request", "{run}");
+}

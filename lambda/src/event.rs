@@ -425,6 +425,216 @@ mod tests {
         }
     }
 
+    /// What every outcome of `parse` must be: a request that keeps the
+    /// contract's rules, or a typed `bad_request`.
+    fn check_outcome(event: &Value) {
+        match parse(event) {
+            Ok(Invocation::Direct(request)) => check_request(event, &request),
+            Ok(Invocation::CodePipeline { job_id, request }) => {
+                assert!(!job_id.is_empty(), "{event}");
+                match request {
+                    Ok(request) => check_request(event, &request),
+                    Err(e) => check_error(event, &e),
+                }
+            }
+            Err(e) => check_error(event, &e),
+        }
+    }
+
+    fn check_request(event: &Value, request: &Request) {
+        let options_allowed = matches!(request.action, Action::Apply | Action::Rollback);
+        assert!(options_allowed || !request.dry_run, "{event}: {request:?}");
+        assert!(
+            options_allowed || !request.allow_drift,
+            "{event}: {request:?}"
+        );
+        assert!(
+            options_allowed || request.to.is_none(),
+            "{event}: {request:?}"
+        );
+        assert!(
+            request.action != Action::Rollback || request.to.is_some(),
+            "{event}: {request:?}"
+        );
+        if let Some(to) = &request.to {
+            assert!(
+                !to.is_empty() && to.bytes().all(|b| b.is_ascii_digit()),
+                "{event}: {request:?}"
+            );
+        }
+    }
+
+    fn check_error(event: &Value, error: &RequestError) {
+        assert_eq!(
+            error.to_error().code().as_str(),
+            "bad_request",
+            "{event}: {error:?}"
+        );
+        assert!(!error.message.is_empty(), "{event}");
+        assert!(error.action.chars().count() <= 40, "{event}: {error:?}");
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{json, Map, Value};
+
+        use super::{check_outcome, job};
+
+        /// Any JSON value, nested a few levels.
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                ".*".prop_map(Value::String),
+                field_value_text().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((key(), inner), 0..6)
+                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Strings a field of the event plausibly holds: the actions, digit
+        /// versions, near misses, and anything at all.
+        fn field_value_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "validate",
+                    "apply",
+                    "rollback",
+                    "status",
+                    "verify-permissions",
+                    "APPLY",
+                    " apply",
+                    "",
+                    "0",
+                    "0005",
+                    "v5",
+                    "{\"action\":\"apply\"}",
+                ])
+                .prop_map(str::to_owned),
+                "[0-9]{0,6}",
+                "\\PC{0,60}",
+            ]
+        }
+
+        /// The event's own keys, near misses, and anything at all.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "action",
+                    "dry_run",
+                    "to",
+                    "allow_drift",
+                    "dryrun",
+                    "CodePipeline.job",
+                    "id",
+                    "data",
+                ])
+                .prop_map(str::to_owned),
+                ".{0,12}",
+            ]
+        }
+
+        /// A value for one of the event's fields: mostly the right type.
+        fn field_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                3 => field_value_text().prop_map(Value::String),
+                2 => any::<bool>().prop_map(Value::Bool),
+                1 => Just(Value::Null),
+                1 => any_json(),
+            ]
+        }
+
+        /// Objects of the event's shape: some of its keys, maybe an extra.
+        fn event_shaped() -> impl Strategy<Value = Value> {
+            (
+                prop::option::of(field_value()),
+                prop::option::of(field_value()),
+                prop::option::of(field_value()),
+                prop::option::of(field_value()),
+                prop::option::of((key(), field_value())),
+            )
+                .prop_map(|(action, dry_run, to, allow_drift, extra)| {
+                    let mut object = Map::new();
+                    for (name, value) in [
+                        ("action", action),
+                        ("dry_run", dry_run),
+                        ("to", to),
+                        ("allow_drift", allow_drift),
+                    ] {
+                        if let Some(value) = value {
+                            object.insert(name.to_owned(), value);
+                        }
+                    }
+                    if let Some((name, value)) = extra {
+                        object.insert(name, value);
+                    }
+                    Value::Object(object)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_string_is_a_request_or_a_bad_request(text in "\\PC*") {
+                check_outcome(&Value::String(text.clone()));
+                if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                    check_outcome(&value);
+                }
+                check_outcome(&job(Value::String(text)));
+            }
+
+            #[test]
+            fn any_json_is_a_request_or_a_bad_request(value in any_json()) {
+                check_outcome(&value);
+                check_outcome(&job(value.clone()));
+                check_outcome(&json!({ "CodePipeline.job": value }));
+            }
+
+            #[test]
+            fn event_shaped_objects_are_a_request_or_a_bad_request(event in event_shaped()) {
+                check_outcome(&event);
+                // The same request as a CodePipeline job's UserParameters.
+                check_outcome(&job(Value::String(event.to_string())));
+            }
+
+            #[test]
+            fn codepipeline_envelopes_are_a_job_or_a_bad_request(
+                id in prop::option::of(field_value()),
+                data in prop::option::of(any_json()),
+                parameters in prop::option::of(field_value()),
+                configuration in prop::option::of(any_json()),
+            ) {
+                let mut job = Map::new();
+                if let Some(id) = id {
+                    job.insert("id".into(), id);
+                }
+                if let Some(data) = data {
+                    job.insert("data".into(), data);
+                }
+                if parameters.is_some() || configuration.is_some() {
+                    let mut config = match configuration {
+                        Some(Value::Object(config)) => config,
+                        _ => Map::new(),
+                    };
+                    if let Some(parameters) = parameters {
+                        config.insert("UserParameters".into(), parameters);
+                    }
+                    job.insert(
+                        "data".into(),
+                        json!({ "actionConfiguration": { "configuration": config } }),
+                    );
+                }
+                check_outcome(&json!({ "CodePipeline.job": job }));
+            }
+        }
+    }
+
     #[test]
     fn a_job_without_id_is_a_bad_request() {
         let err = parse(&json!({"CodePipeline.job": {"data": {}}})).unwrap_err();
