@@ -14,6 +14,7 @@ pub mod lint;
 pub mod local;
 pub mod migrations;
 pub mod plan;
+pub mod redact;
 pub mod report;
 pub mod secret;
 pub mod statements;

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use slipway::catalog::Snapshot;
 use slipway::local::LocalCluster;
 use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
+use slipway::redact;
 use slipway::report::SnapshotFile;
 use slipway::secret::{aws_config, SecretSource, DEFAULT_SECRET_TTL};
 use slipway::tls::{SslMode, TlsOptions};
@@ -45,7 +46,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "ARN")]
     secret_id: Option<String>,
 
-    /// TLS to the database: disable, require, verify-full [default: require, disable on loopback]
+    /// TLS to the database: disable, require, verify-ca, verify-full [default: require, disable on loopback; a URL's sslmode counts]
     #[arg(long, global = true, value_name = "MODE", env = "DB_SSLMODE")]
     sslmode: Option<SslMode>,
 
@@ -105,9 +106,9 @@ struct Cli {
     #[arg(long, global = true, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     retry_backoff: Duration,
 
-    /// Give up connecting after this long
-    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    connect_timeout: Duration,
+    /// Give up connecting after this long [default: the URL's connect_timeout, else 10s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    connect_timeout: Option<Duration>,
 
     /// More log output on stderr (-v info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -181,7 +182,18 @@ enum LocalCommand {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    redact::remember(&args);
+    let texts: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .chain(std::env::var("DATABASE_URL").ok())
+        .collect();
+    redact::remember(
+        &texts,
+        &std::env::var("PGPASSWORD")
+            .ok()
+            .into_iter()
+            .collect::<Vec<_>>(),
+    );
     std::panic::set_hook(Box::new(panic_hook));
     let json = wants_json(&args);
     let cli = match Cli::try_parse_from(&args) {
@@ -469,7 +481,7 @@ mod output {
     static REPORT_PRINTED: AtomicBool = AtomicBool::new(false);
 
     fn write(mut stream: impl Write, text: &str) {
-        let text = super::redact::redact(text);
+        let text = slipway::redact::redact(text);
         let _ = stream
             .write_all(text.as_bytes())
             .and_then(|()| stream.flush());
@@ -499,164 +511,6 @@ mod output {
     /// Whether the one JSON report has been printed.
     pub fn report_printed() -> bool {
         REPORT_PRINTED.load(Ordering::SeqCst)
-    }
-}
-
-/// Passwords out of every text slipway prints: `scheme://user:PASSWORD@`
-/// becomes `scheme://user:****@`, a `password=...` value `****`, and any
-/// password the command line or the environment carried `****` wherever it
-/// shows up (clap quotes arguments in its errors, a panic may quote anything).
-mod redact {
-    use std::ffi::OsString;
-    use std::sync::OnceLock;
-
-    const MASK: &str = "****";
-    /// Shorter known passwords are left to the patterns: blanking every
-    /// `ab` in a message would make it unreadable, and the patterns catch
-    /// them where they stand in a URL or a `password=` pair.
-    const MIN_EXACT: usize = 4;
-
-    static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
-
-    /// Note the passwords in `args`, `DATABASE_URL` and `PGPASSWORD`.
-    pub fn remember(args: &[OsString]) {
-        let mut texts: Vec<String> = args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        texts.extend(std::env::var("DATABASE_URL").ok());
-        let mut secrets: Vec<String> = texts.iter().flat_map(|t| passwords_in(t)).collect();
-        secrets.extend(std::env::var("PGPASSWORD").ok());
-        secrets.retain(|s| s.len() >= MIN_EXACT && s != MASK);
-        // Longest first, so a password containing another is blanked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        let _ = SECRETS.set(secrets);
-    }
-
-    /// The passwords a text carries: URL userinfo (as written and
-    /// percent-decoded) and `password=` values.
-    pub fn passwords_in(text: &str) -> Vec<String> {
-        let mut found = Vec::new();
-        let mut rest = text;
-        while let Some(at) = rest.find("://") {
-            let tail = &rest[at + 3..];
-            let end = tail.find(char::is_whitespace).unwrap_or(tail.len());
-            let segment = &tail[..end];
-            if let Some(at) = segment.rfind('@') {
-                if let Some((_, password)) = segment[..at].split_once(':') {
-                    found.push(password.to_owned());
-                    if let Ok(decoded) =
-                        percent_encoding::percent_decode_str(password).decode_utf8()
-                    {
-                        found.push(decoded.into_owned());
-                    }
-                }
-            }
-            rest = &tail[end..];
-        }
-        for (start, end) in keyword_values(text) {
-            found.push(text[start..end].trim_matches('\'').to_owned());
-        }
-        found.retain(|s| !s.is_empty());
-        found
-    }
-
-    /// `text` with every password blanked.
-    pub fn redact(text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in SECRETS.get().map_or(&[][..], Vec::as_slice) {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), MASK);
-            }
-        }
-        redact_keywords(&redact_urls(&out))
-    }
-
-    /// `scheme://user:PASSWORD@host` → `scheme://user:****@host`. The
-    /// userinfo ends at the last `@` before a space or a quote, so a password
-    /// holding `@` or `/` is blanked whole (at worst, more than the password).
-    fn redact_urls(text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        while let Some(at) = rest.find("://") {
-            let (head, tail) = rest.split_at(at + 3);
-            out.push_str(head);
-            let end = tail
-                .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
-                .unwrap_or(tail.len());
-            let segment = &tail[..end];
-            match segment
-                .rfind('@')
-                .and_then(|at| segment[..at].find(':').map(|colon| (colon, at)))
-            {
-                Some((colon, at)) => {
-                    out.push_str(&segment[..=colon]);
-                    out.push_str(MASK);
-                    out.push_str(&segment[at..]);
-                }
-                None => out.push_str(segment),
-            }
-            rest = &tail[end..];
-        }
-        out.push_str(rest);
-        out
-    }
-
-    /// Byte ranges of the values of `password=...` pairs (any case, with
-    /// libpq's optional spaces and single quotes).
-    fn keyword_values(text: &str) -> Vec<(usize, usize)> {
-        // ASCII lower-casing keeps every byte offset.
-        let lower = text.to_ascii_lowercase();
-        let bytes = text.as_bytes();
-        let mut ranges = Vec::new();
-        let mut from = 0;
-        while let Some(found) = lower[from..].find("password") {
-            let mut i = from + found + "password".len();
-            from = i;
-            while bytes.get(i) == Some(&b' ') {
-                i += 1;
-            }
-            if bytes.get(i) != Some(&b'=') {
-                continue;
-            }
-            i += 1;
-            while bytes.get(i) == Some(&b' ') {
-                i += 1;
-            }
-            let start = i;
-            if bytes.get(i) == Some(&b'\'') {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'\'' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                i = (i + 1).min(bytes.len());
-            } else {
-                while i < bytes.len()
-                    && !bytes[i].is_ascii_whitespace()
-                    && !matches!(bytes[i], b'&' | b'\'' | b'"' | b'`')
-                {
-                    i += 1;
-                }
-            }
-            if i > start {
-                ranges.push((start, i));
-            }
-            from = i.max(from);
-        }
-        ranges
-    }
-
-    fn redact_keywords(text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        let mut last = 0;
-        for (start, end) in keyword_values(text) {
-            out.push_str(&text[last..start]);
-            out.push_str(MASK);
-            last = end;
-        }
-        out.push_str(&text[last..]);
-        out
     }
 }
 
@@ -730,7 +584,11 @@ fn settings(cli: &Cli) -> Settings {
 async fn migrator(cli: &Cli) -> Result<Migrator, Error> {
     let set = MigrationSet::from_dir(&cli.migrations)?;
     let mut connect = connection(cli).await?;
-    connect.connect_timeout = cli.connect_timeout;
+    if let Some(timeout) = cli.connect_timeout {
+        // The flag beats the URL's connect_timeout.
+        connect.connect_timeout = timeout;
+        connect.url_connect_timeout = None;
+    }
     connect.tls = TlsOptions {
         mode: cli.sslmode,
         ca_bundle: cli.ca_bundle.clone(),
@@ -953,10 +811,13 @@ fn check_timeouts(cli: &Cli) -> Result<(), Error> {
             )));
         }
     }
-    if cli.connect_timeout.is_zero() || cli.connect_timeout > CONNECT_TIMEOUT_MAX {
+    if let Some(timeout) = cli
+        .connect_timeout
+        .filter(|t| t.is_zero() || *t > CONNECT_TIMEOUT_MAX)
+    {
         return Err(Error::Config(format!(
             "--connect-timeout of {} ms is out of range; give a duration from 1ms to 1h, such as 10s",
-            cli.connect_timeout.as_millis()
+            timeout.as_millis()
         )));
     }
     Ok(())
@@ -973,10 +834,13 @@ async fn build_snapshot(cli: &Cli) -> Result<Snapshot, Error> {
 /// embedded server: a DATABASE_URL left in the environment may be production.
 async fn scratch_server(cli: &Cli) -> Result<Target, Error> {
     let mut server = match &cli.database_url {
-        Some(url) => ConnectOptions::from_url(url)?,
+        Some(url) => ConnectOptions::from_url(url)?.with_password_sources(password_sources()),
         None => ConnectOptions::new(start_local().await?.config("postgres")),
     };
-    server.connect_timeout = cli.connect_timeout;
+    if let Some(timeout) = cli.connect_timeout {
+        server.connect_timeout = timeout;
+        server.url_connect_timeout = None;
+    }
     server.tls = TlsOptions {
         mode: cli.sslmode,
         ca_bundle: cli.ca_bundle.clone(),
@@ -1059,57 +923,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_and_keywords_lose_their_passwords() {
-        let cases = [
-            (
-                "unrecognized subcommand 'postgresql://u:pw@h/db'",
-                "unrecognized subcommand 'postgresql://u:****@h/db'",
-            ),
-            (
-                "postgres://u:p@ss/w0rd@h:5432/db",
-                "postgres://u:****@h:5432/db",
-            ),
-            (
-                "postgres://u@h/db and postgres://h:5432/db",
-                "postgres://u@h/db and postgres://h:5432/db",
-            ),
-            (
-                "host=h password=s3cret dbname=d",
-                "host=h password=**** dbname=d",
-            ),
-            (
-                "host=h PASSWORD = 's3 cr\\'et' dbname=d",
-                "host=h PASSWORD = **** dbname=d",
-            ),
-            (
-                "?user=u&password=s3cret&sslmode=require",
-                "?user=u&password=****&sslmode=require",
-            ),
-            ("PGPASSWORD=s3cret slipway", "PGPASSWORD=**** slipway"),
-            (
-                "no secrets here: password, passwords",
-                "no secrets here: password, passwords",
-            ),
-            ("trailing password=", "trailing password="),
-            (
-                "ünï://ü:pässwörd@h/δ password='ä",
-                "ünï://ü:****@h/δ password=****",
-            ),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(redact::redact(text), expected, "{text}");
-        }
-    }
-
-    #[test]
-    fn passwords_are_found_as_written_and_decoded() {
-        let found = redact::passwords_in("postgresql://u:a%40b%20c@h/db password='x y'");
-        assert!(found.contains(&"a%40b%20c".to_owned()), "{found:?}");
-        assert!(found.contains(&"a@b c".to_owned()), "{found:?}");
-        assert!(found.contains(&"x y".to_owned()), "{found:?}");
-    }
 
     #[test]
     fn a_panic_message_is_redacted() {
