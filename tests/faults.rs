@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{migrations_dir, slipway, TestDb};
-use slipway::{ApplyOptions, RollbackOptions, Settings};
+use slipway::{ApplyOptions, Report, RollbackOptions, Settings};
 use tokio_postgres::Client;
 
 /// The advisory lock key a held migration waits for.
@@ -50,6 +50,28 @@ fn patient() -> Settings {
         lock_retries: 0,
         retry_backoff: Duration::from_millis(100),
     }
+}
+
+/// An apply of `dir` on `db`, running in the background.
+fn spawn_apply(db: &TestDb, dir: &std::path::Path) -> tokio::task::JoinHandle<Report> {
+    let migrator = db.migrator_with(dir, patient());
+    tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
+}
+
+/// Panic with the report unless it failed with `code`.
+fn expect_error(report: &Report, code: &str) {
+    assert!(!report.success, "{}", report.to_json());
+    assert_eq!(
+        report.error.as_ref().map(|e| e.code.as_str()),
+        Some(code),
+        "{}",
+        report.to_json()
+    );
+}
+
+/// The condition matching slipway's session while `script` waits at the gate.
+fn at_the_gate(script: &str) -> String {
+    format!("application_name = 'slipway: {script}' AND wait_event_type = 'Lock'")
 }
 
 /// A session holding the gate shut.
@@ -176,20 +198,11 @@ async fn terminated_mid_batch_is_a_connection_error_and_changes_nothing() {
     let inspect = db.client().await;
     let before = db.snapshot().await;
     let gate = close_gate(&db).await;
-    let run = {
-        let migrator = db.migrator_with(dir.path(), patient());
-        tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
-    };
-    let pid = slipway_pid(
-        &inspect,
-        "application_name = 'slipway: 0002_gated.sql' AND wait_event_type = 'Lock'",
-    )
-    .await;
+    let run = spawn_apply(&db, dir.path());
+    let pid = slipway_pid(&inspect, &at_the_gate("0002_gated.sql")).await;
     terminate(&inspect, pid).await;
     let report = run.await.expect("apply");
-    assert!(!report.success);
-    let error = report.error.as_ref().expect("error");
-    assert_eq!(error.code, "connection", "{}", report.to_json());
+    expect_error(&report, "connection");
     assert!(report.applied.is_empty(), "{}", report.to_json());
     nothing_left(&inspect).await;
     assert_eq!(db.snapshot().await, before, "fully old");
@@ -203,15 +216,9 @@ async fn terminated_while_waiting_for_the_lock_is_a_connection_error() {
     let db = TestDb::new("kill_waiting").await;
     let inspect = db.client().await;
     let gate = close_gate(&db).await;
-    let first = {
-        let migrator = db.migrator_with(dir.path(), patient());
-        tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
-    };
+    let first = spawn_apply(&db, dir.path());
     slipway_pid(&inspect, "application_name = 'slipway: 0002_gated.sql'").await;
-    let second = {
-        let migrator = db.migrator_with(dir.path(), patient());
-        tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
-    };
+    let second = spawn_apply(&db, dir.path());
     // The second run waits in pg_advisory_lock for the first.
     let waiting = slipway_pid(
         &inspect,
@@ -220,13 +227,7 @@ async fn terminated_while_waiting_for_the_lock_is_a_connection_error() {
     .await;
     terminate(&inspect, waiting).await;
     let report = second.await.expect("second");
-    assert!(!report.success);
-    assert_eq!(
-        report.error.as_ref().map(|e| e.code.as_str()),
-        Some("connection"),
-        "{}",
-        report.to_json()
-    );
+    expect_error(&report, "connection");
     open_gate(&gate).await;
     let report = first.await.expect("first");
     assert!(report.success, "{}", report.to_json());
@@ -240,23 +241,11 @@ async fn terminated_during_a_no_transaction_migration_leaves_it_unrecorded() {
     let db = TestDb::new("kill_no_transaction").await;
     let inspect = db.client().await;
     let gate = close_gate(&db).await;
-    let run = {
-        let migrator = db.migrator_with(dir.path(), patient());
-        tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
-    };
-    let pid = slipway_pid(
-        &inspect,
-        "application_name = 'slipway: 0002_gated.sql' AND wait_event_type = 'Lock'",
-    )
-    .await;
+    let run = spawn_apply(&db, dir.path());
+    let pid = slipway_pid(&inspect, &at_the_gate("0002_gated.sql")).await;
     terminate(&inspect, pid).await;
     let report = run.await.expect("apply");
-    assert_eq!(
-        report.error.as_ref().map(|e| e.code.as_str()),
-        Some("connection"),
-        "{}",
-        report.to_json()
-    );
+    expect_error(&report, "connection");
     nothing_left(&inspect).await;
     // 0001 committed before it and is recorded; 0002 is neither.
     let versions: Vec<String> = inspect
@@ -296,19 +285,10 @@ async fn terminated_during_a_rollback_leaves_everything_applied() {
                 .await
         })
     };
-    let pid = slipway_pid(
-        &inspect,
-        "application_name = 'slipway: 0002_gated_rollback.sql' AND wait_event_type = 'Lock'",
-    )
-    .await;
+    let pid = slipway_pid(&inspect, &at_the_gate("0002_gated_rollback.sql")).await;
     terminate(&inspect, pid).await;
     let report = run.await.expect("rollback");
-    assert_eq!(
-        report.error.as_ref().map(|e| e.code.as_str()),
-        Some("connection"),
-        "{}",
-        report.to_json()
-    );
+    expect_error(&report, "connection");
     nothing_left(&inspect).await;
     assert_eq!(db.snapshot().await, before, "fully as before the rollback");
     open_gate(&gate).await;
@@ -322,8 +302,9 @@ async fn terminated_during_a_rollback_leaves_everything_applied() {
     assert!(report.success, "{}", report.to_json());
 }
 
-/// The CLI applying `dir` to `db`, its output discarded.
-fn spawn_cli(db: &TestDb, dir: &std::path::Path) -> Child {
+/// The CLI applying `dir` to `db`; `piped` keeps its output.
+fn spawn_cli(db: &TestDb, dir: &std::path::Path, piped: bool) -> Child {
+    let out = || if piped { Stdio::piped() } else { Stdio::null() };
     slipway()
         .current_dir(dir)
         .args([
@@ -336,8 +317,8 @@ fn spawn_cli(db: &TestDb, dir: &std::path::Path) -> Child {
             "--json",
             "apply",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out())
+        .stderr(out())
         .spawn()
         .expect("start slipway")
 }
@@ -355,12 +336,8 @@ async fn killed_cli_mid_batch(test: &str, sig: libc::c_int) {
     let inspect = db.client().await;
     let before = db.snapshot().await;
     let gate = close_gate(&db).await;
-    let mut child = spawn_cli(&db, dir.path());
-    slipway_pid(
-        &inspect,
-        "application_name = 'slipway: 0002_gated.sql' AND wait_event_type = 'Lock'",
-    )
-    .await;
+    let mut child = spawn_cli(&db, dir.path(), false);
+    slipway_pid(&inspect, &at_the_gate("0002_gated.sql")).await;
     signal(&child, sig);
     let status = child.wait().expect("wait for slipway");
     assert!(!status.success(), "{status:?}");
@@ -391,12 +368,8 @@ async fn killed_between_the_batch_and_commit_changes_nothing() {
     let inspect = db.client().await;
     let before = db.snapshot().await;
     let gate = close_gate(&db).await;
-    let mut child = spawn_cli(&db, dir.path());
-    slipway_pid(
-        &inspect,
-        "application_name = 'slipway: 0002_gated.sql' AND wait_event_type = 'Lock'",
-    )
-    .await;
+    let mut child = spawn_cli(&db, dir.path(), false);
+    slipway_pid(&inspect, &at_the_gate("0002_gated.sql")).await;
     signal(&child, libc::SIGSTOP);
     open_gate(&gate).await;
     // The server finishes the batch and waits for the stopped client.
@@ -421,27 +394,8 @@ async fn terminated_between_the_batch_and_commit_is_a_connection_error() {
     let inspect = db.client().await;
     let before = db.snapshot().await;
     let gate = close_gate(&db).await;
-    let child = slipway()
-        .current_dir(dir.path())
-        .args([
-            "--database-url",
-            &db.url(),
-            "--migrations",
-            ".",
-            "--lock-timeout",
-            "60s",
-            "--json",
-            "apply",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start slipway");
-    slipway_pid(
-        &inspect,
-        "application_name = 'slipway: 0002_gated.sql' AND wait_event_type = 'Lock'",
-    )
-    .await;
+    let child = spawn_cli(&db, dir.path(), true);
+    slipway_pid(&inspect, &at_the_gate("0002_gated.sql")).await;
     signal(&child, libc::SIGSTOP);
     open_gate(&gate).await;
     let pid = slipway_pid(
