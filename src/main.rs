@@ -526,6 +526,30 @@ async fn run(cli: &Cli, action: &str) -> Report {
         Ok(migrator) => migrator,
         Err(error) => return Report::failure(action, dry_run, &error),
     };
+    with_spinner(action, run_action(cli, action, dry_run, &migrator)).await
+}
+
+/// While `work` runs, a spinner on stderr with the time so far — only on a
+/// terminal, so pipes and CI logs see none of it. What runs is also in
+/// `pg_stat_activity.application_name` (`slipway: <migration>`).
+async fn with_spinner(action: &str, work: impl std::future::Future<Output = Report>) -> Report {
+    if !std::io::stderr().is_terminal() {
+        return work.await;
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} slipway {msg} ({elapsed})")
+    {
+        spinner.set_style(style);
+    }
+    spinner.set_message(action.to_owned());
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let report = work.await;
+    spinner.finish_and_clear();
+    report
+}
+
+async fn run_action(cli: &Cli, action: &str, dry_run: bool, migrator: &Migrator) -> Report {
     match action {
         "validate" => migrator.validate().await,
         "status" => migrator.status().await,
