@@ -234,7 +234,11 @@ impl Migrator {
     /// again while it fails on `lock_timeout`: describing a table takes a
     /// share lock on it, so a table held exclusively elsewhere makes the read
     /// wait, as it would make a migration wait.
-    async fn open_and_read(&self, lock: bool) -> Result<(Client, History, HistoryState)> {
+    async fn open_and_read(
+        &self,
+        lock: bool,
+        report: &mut Report,
+    ) -> Result<(Client, History, HistoryState)> {
         let (client, history) = self.open().await?;
         let query = self.catalog_query();
         let live = self.target.check_drift.then_some(&query);
@@ -252,9 +256,14 @@ impl Migrator {
                 other => BatchError::Failed(other),
             })
         };
+        // The database's name, for the report also when the run is refused.
+        let database = std::sync::Mutex::new(None);
         let state = self
             .with_retries(|| async {
                 let state = read().await?;
+                if let Ok(mut name) = database.lock() {
+                    *name = Some(state.database.clone());
+                }
                 if !lock {
                     return Ok(state);
                 }
@@ -297,8 +306,11 @@ impl Migrator {
                 check_isolation(&state)?;
                 Ok(state)
             })
-            .await?;
-        Ok((client, history, state))
+            .await;
+        if let Some(name) = database.into_inner().ok().flatten() {
+            report.database = Some(name);
+        }
+        Ok((client, history, state?))
     }
 
     /// The committed expected snapshot of the migration set, if it has one.
@@ -414,7 +426,7 @@ impl Migrator {
 
     /// Validate into `report`: history, plan, drift. Returns the history rows.
     async fn inspect(&self, report: &mut Report) -> Result<Vec<HistoryRow>> {
-        let (client, history, state) = self.open_and_read(false).await?;
+        let (client, history, state) = self.open_and_read(false, report).await?;
         let rows = state.rows.clone().unwrap_or_default();
         let plan = plan(&rows, &self.set, None)?;
         fill_from_plan(report, &state, &plan);
@@ -430,7 +442,7 @@ impl Migrator {
 
     async fn apply_into(&self, report: &mut Report, options: &ApplyOptions) -> Result<()> {
         let target = self.target_version(options.target.as_deref())?;
-        let (client, history, state) = self.open_and_read(true).await?;
+        let (client, history, state) = self.open_and_read(true, report).await?;
         let rows = state.rows.clone().unwrap_or_default();
         let plan = plan(&rows, &self.set, target.as_ref())?;
         fill_from_plan(report, &state, &plan);
@@ -598,7 +610,7 @@ impl Migrator {
             ))
         })?;
         let everything = to.as_str().bytes().all(|b| b == b'0');
-        let (client, history, state) = self.open_and_read(true).await?;
+        let (client, history, state) = self.open_and_read(true, report).await?;
         let rows = state.rows.clone().unwrap_or_default();
         let plan = plan(&rows, &self.set, None)?;
         fill_from_plan(report, &state, &plan);

@@ -327,6 +327,7 @@ async fn a_read_only_database_is_refused_before_anything_runs() {
     assert!(!report.success);
     let error = report.error.as_ref().expect("an error");
     assert_eq!(error.code.as_str(), "connection", "{}", report.to_json());
+    assert_eq!(report.database.as_deref(), Some(db.name.as_str()));
     assert!(
         error.message.contains("read-only") && error.message.contains("primary"),
         "{}",
