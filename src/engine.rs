@@ -272,8 +272,8 @@ impl Migrator {
                 if let Some(reason) = state.server.read_only_reason() {
                     return Err(BatchError::Failed(Error::ReadOnly(reason.to_owned())));
                 }
-                check_isolation(&state)?;
                 if state.server.locked {
+                    check_isolation(&state)?;
                     return Ok(state);
                 }
                 // Another run holds the lock: say who, wait at most
@@ -303,7 +303,15 @@ impl Migrator {
                         other => other,
                     })?;
                 let state = read().await?;
+                if let Some(reason) = state.server.read_only_reason() {
+                    return Err(BatchError::Failed(Error::ReadOnly(reason.to_owned())));
+                }
                 check_isolation(&state)?;
+                if !state.server.locked {
+                    return Err(BatchError::Failed(Error::Internal(
+                        "the migration lock was granted but the next read did not hold it".into(),
+                    )));
+                }
                 Ok(state)
             })
             .await;

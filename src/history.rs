@@ -310,8 +310,11 @@ impl History {
     /// process never leaves it behind
     /// (<https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS>).
     ///
-    /// Only a try: a run that does not get it at once reads nothing useful
-    /// ([`ServerState::locked`] is false); the caller says who holds it and
+    /// Only a try: when another run holds it, the statement fails on
+    /// purpose (it reads a setting that does not exist), so the server skips
+    /// the rest of the message — the catalog must not be read while the
+    /// holder changes it — and the read answers [`ServerState::locked`]
+    /// false and nothing else; the caller says who holds it and
     /// waits with [`History::wait_for_lock`], bounded by `lock_timeout`,
     /// then reads again. The reads after the lock see what the previous
     /// holder committed because every statement of the message takes its
@@ -324,7 +327,8 @@ impl History {
         catalog: Option<&CatalogQuery>,
     ) -> Result<HistoryState> {
         let lock = format!(
-            "CASE WHEN pg_is_in_recovery() THEN false ELSE pg_try_advisory_lock({}) END",
+            "CASE WHEN pg_is_in_recovery() THEN false WHEN pg_try_advisory_lock({}) THEN true \
+             ELSE current_setting('{LOCKED_ELSEWHERE}')::boolean END",
             self.lock_key()
         );
         self.read_with(client, &self.first_statement(&lock), catalog)
@@ -458,6 +462,15 @@ impl History {
                 },
                 Ok(SimpleQueryMessage::CommandComplete(_)) => completed += 1,
                 Ok(_) => {}
+                Err(e) if completed == 0 && is_locked_elsewhere(&e) => {
+                    return Ok(HistoryState {
+                        database,
+                        rows: None,
+                        catalog: None,
+                        recorded: None,
+                        server: ServerState::default(),
+                    });
+                }
                 Err(e) if is_missing_history(&e) && completed == history_statement => {
                     rows = None;
                     break;
@@ -1477,6 +1490,17 @@ async fn rollback(client: &Client) -> Result<()> {
         .await
         .map(|_| ())
         .map_err(|e| database_error("rolling back", &e))
+}
+
+/// The setting the lock statement reads, on purpose, when the lock is
+/// taken: no such setting exists, so the statement fails.
+const LOCKED_ELSEWHERE: &str = "slipway.migration_lock_held_by_another_run";
+
+/// Whether `error` is the lock statement's deliberate failure.
+fn is_locked_elsewhere(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNDEFINED_OBJECT && db.message().contains(LOCKED_ELSEWHERE)
+    })
 }
 
 fn is_missing_history(error: &tokio_postgres::Error) -> bool {
