@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{migrations_dir, run_cli, TestDb};
 use slipway::history::{BatchOptions, BatchSteps, History, HistorySetup};
 use slipway::migrations::{Directives, Migration, MigrationKind};
-use slipway::{ApplyOptions, RollbackOptions, Settings};
+use slipway::{ApplyOptions, RollbackOptions};
 
 /// Each migration leaves one row in `runs` per execution, so running twice
 /// shows; each rollback script deletes its row.
@@ -40,16 +40,6 @@ const COUNTED: &[(&str, &str)] = &[
 ];
 
 const LEVELS: [&str; 3] = ["read committed", "repeatable read", "serializable"];
-
-/// Settings patient enough that sixteen runs queue for the lock in turn.
-fn patient() -> Settings {
-    Settings {
-        lock_timeout: Duration::from_secs(30),
-        statement_timeout: Duration::from_secs(60),
-        lock_retries: 0,
-        retry_backoff: Duration::from_millis(100),
-    }
-}
 
 async fn database_with_isolation(test: &str, level: &str) -> TestDb {
     let db = TestDb::new(test).await;
@@ -100,7 +90,7 @@ async fn sixteen_applies_run_each_migration_once_under_every_isolation_level() {
         let db = database_with_isolation("sixteen", level).await;
         let tasks: Vec<_> = (0..16)
             .map(|_| {
-                let migrator = db.migrator_with(dir.path(), patient());
+                let migrator = db.migrator_with(dir.path(), common::patient_settings());
                 tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
             })
             .collect();
@@ -131,13 +121,13 @@ async fn apply_racing_rollback_keeps_history_and_schema_in_step() {
     for level in LEVELS {
         let db = database_with_isolation("race_rollback", level).await;
         let first = db
-            .migrator_with(dir.path(), patient())
+            .migrator_with(dir.path(), common::patient_settings())
             .apply(&ApplyOptions::default())
             .await;
         assert!(first.success, "{}", first.to_json());
         let mut tasks = Vec::new();
         for round in 0..8 {
-            let migrator = db.migrator_with(dir.path(), patient());
+            let migrator = db.migrator_with(dir.path(), common::patient_settings());
             tasks.push(tokio::spawn(async move {
                 if round % 2 == 0 {
                     migrator
@@ -156,7 +146,10 @@ async fn apply_racing_rollback_keeps_history_and_schema_in_step() {
             assert!(report.success, "{level}: {}", report.to_json());
         }
         // Whatever order they ran in, the schema is what the history says.
-        let report = db.migrator_with(dir.path(), patient()).status().await;
+        let report = db
+            .migrator_with(dir.path(), common::patient_settings())
+            .status()
+            .await;
         assert!(report.success, "{}", report.to_json());
         let applied: Vec<String> = report
             .migrations
@@ -195,7 +188,7 @@ async fn unlock_all_inside_a_migration_still_excludes_other_runs() {
     let db = TestDb::new("unlock_all").await;
     let tasks: Vec<_> = (0..4)
         .map(|_| {
-            let migrator = db.migrator_with(dir.path(), patient());
+            let migrator = db.migrator_with(dir.path(), common::patient_settings());
             tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
         })
         .collect();
@@ -213,7 +206,7 @@ async fn a_second_recording_of_an_applied_version_is_refused_by_the_database() {
     let dir = migrations_dir(COUNTED);
     let db = TestDb::new("unique_history").await;
     let report = db
-        .migrator_with(dir.path(), patient())
+        .migrator_with(dir.path(), common::patient_settings())
         .apply(&ApplyOptions::default())
         .await;
     assert!(report.success, "{}", report.to_json());
@@ -232,7 +225,7 @@ async fn a_second_recording_of_an_applied_version_is_refused_by_the_database() {
     );
     // After a rollback the version may be applied again: a new generation.
     let rolled = db
-        .migrator_with(dir.path(), patient())
+        .migrator_with(dir.path(), common::patient_settings())
         .rollback(&RollbackOptions {
             to: "0001".into(),
             ..RollbackOptions::default()
@@ -240,7 +233,7 @@ async fn a_second_recording_of_an_applied_version_is_refused_by_the_database() {
         .await;
     assert!(rolled.success, "{}", rolled.to_json());
     let again = db
-        .migrator_with(dir.path(), patient())
+        .migrator_with(dir.path(), common::patient_settings())
         .apply(&ApplyOptions::default())
         .await;
     assert!(again.success, "{}", again.to_json());
@@ -270,7 +263,7 @@ async fn a_history_from_an_older_slipway_gets_its_indexes_with_the_next_apply() 
     let dir = migrations_dir(COUNTED);
     let db = TestDb::new("upgrade_history").await;
     let apply_to = |version: &'static str| {
-        let migrator = db.migrator_with(dir.path(), patient());
+        let migrator = db.migrator_with(dir.path(), common::patient_settings());
         async move {
             migrator
                 .apply(&ApplyOptions {
@@ -321,7 +314,7 @@ async fn a_read_only_database_is_refused_before_anything_runs() {
         .expect("make it read-only");
     let before = db.snapshot().await;
     let report = db
-        .migrator_with(dir.path(), patient())
+        .migrator_with(dir.path(), common::patient_settings())
         .apply(&ApplyOptions::default())
         .await;
     assert!(!report.success);
@@ -335,7 +328,10 @@ async fn a_read_only_database_is_refused_before_anything_runs() {
     );
     assert_eq!(db.snapshot().await, before, "nothing may change");
     // validate is read-only and still answers.
-    let validate = db.migrator_with(dir.path(), patient()).validate().await;
+    let validate = db
+        .migrator_with(dir.path(), common::patient_settings())
+        .validate()
+        .await;
     assert!(validate.success, "{}", validate.to_json());
 }
 
@@ -352,6 +348,30 @@ fn step(script: &str, version: &str, sql: &str) -> Migration {
     }
 }
 
+/// Run `steps` as one batch by hand; it must fail.
+async fn failed_batch(
+    history: &History,
+    client: &tokio_postgres::Client,
+    steps: &[&Migration],
+    setup: HistorySetup,
+) -> slipway::Error {
+    let options = BatchOptions {
+        lock_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(60),
+        client: "test:guard".into(),
+    };
+    let batch = BatchSteps {
+        steps,
+        setup,
+        drop_first: &[],
+        catalog_before: None,
+    };
+    match history.run_batch(client, &batch, &options, None).await {
+        Err(slipway::history::BatchError::Failed(error)) => error,
+        other => panic!("the batch must fail: {other:?}"),
+    }
+}
+
 /// The file loader refuses transaction control however it is written; the
 /// guard inside the batch is what still holds if a statement got through
 /// anyway. Here the batch is built by hand, past the loader.
@@ -365,27 +385,7 @@ async fn the_guard_stops_a_batch_whose_transaction_was_ended() {
     let first = step("0001_a.sql", "0001", "CREATE TABLE a (id int);\nCOMMIT;\n");
     let second = step("0002_b.sql", "0002", "CREATE TABLE b (id int);\n");
     let steps = [&first, &second];
-    let options = BatchOptions {
-        lock_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(60),
-        client: "test:guard".into(),
-    };
-    let outcome = history
-        .run_batch(
-            &client,
-            &BatchSteps {
-                steps: &steps,
-                setup: HistorySetup::Create,
-                drop_first: &[],
-                catalog_before: None,
-            },
-            &options,
-            None,
-        )
-        .await;
-    let Err(slipway::history::BatchError::Failed(error)) = outcome else {
-        panic!("the batch must fail: {outcome:?}");
-    };
+    let error = failed_batch(&history, &client, &steps, HistorySetup::Create).await;
     assert_eq!(error.code().as_str(), "migration_failed", "{error}");
     assert!(
         error.to_string().contains("ended the transaction"),
@@ -415,22 +415,7 @@ async fn the_guard_stops_a_batch_whose_transaction_was_ended() {
     );
     let second = step("0004_d.sql", "0004", "CREATE TABLE d (id int);\n");
     let steps = [&first, &second];
-    let outcome = history
-        .run_batch(
-            &client,
-            &BatchSteps {
-                steps: &steps,
-                setup: HistorySetup::Ready,
-                drop_first: &[],
-                catalog_before: None,
-            },
-            &options,
-            None,
-        )
-        .await;
-    let Err(slipway::history::BatchError::Failed(error)) = outcome else {
-        panic!("the batch must fail: {outcome:?}");
-    };
+    let error = failed_batch(&history, &client, &steps, HistorySetup::Ready).await;
     assert_eq!(error.code().as_str(), "migration_failed", "{error}");
     assert!(
         error.to_string().contains("a BEGIN opened another"),
@@ -453,7 +438,7 @@ async fn waiting_for_the_lock_is_bounded_and_names_the_holder() {
     let db = TestDb::new("bounded_wait").await;
     let url = db.url();
     let holder = {
-        let migrator = db.migrator_with(dir.path(), patient());
+        let migrator = db.migrator_with(dir.path(), common::patient_settings());
         tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
     };
     // Wait until the first run holds the lock and is inside its migration.

@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{migrations_dir, slipway, TestDb};
-use slipway::{ApplyOptions, Report, RollbackOptions, Settings};
+use slipway::{ApplyOptions, Report, RollbackOptions};
 use tokio_postgres::Client;
 
 /// The advisory lock key a held migration waits for.
@@ -43,18 +43,9 @@ fn files(no_transaction: bool) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn patient() -> Settings {
-    Settings {
-        lock_timeout: Duration::from_secs(60),
-        statement_timeout: Duration::from_secs(120),
-        lock_retries: 0,
-        retry_backoff: Duration::from_millis(100),
-    }
-}
-
 /// An apply of `dir` on `db`, running in the background.
 fn spawn_apply(db: &TestDb, dir: &std::path::Path) -> tokio::task::JoinHandle<Report> {
-    let migrator = db.migrator_with(dir, patient());
+    let migrator = db.migrator_with(dir, common::patient_settings());
     tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
 }
 
@@ -172,17 +163,20 @@ async fn nothing_left(client: &Client) {
 /// Apply everything again (gate open) and check the result is complete.
 async fn rerun_succeeds(db: &TestDb, dir: &std::path::Path) {
     let report = db
-        .migrator_with(dir, patient())
+        .migrator_with(dir, common::patient_settings())
         .apply(&ApplyOptions::default())
         .await;
     assert!(report.success, "{}", report.to_json());
-    let validate = db.migrator_with(dir, patient()).validate().await;
+    let validate = db
+        .migrator_with(dir, common::patient_settings())
+        .validate()
+        .await;
     assert!(validate.schema_valid, "{}", validate.to_json());
 }
 
 async fn apply_to(db: &TestDb, dir: &std::path::Path, version: &str) {
     let report = db
-        .migrator_with(dir, patient())
+        .migrator_with(dir, common::patient_settings())
         .apply(&ApplyOptions {
             target: Some(version.into()),
             ..ApplyOptions::default()
@@ -275,7 +269,7 @@ async fn terminated_during_a_rollback_leaves_everything_applied() {
     let before = db.snapshot().await;
     let gate = close_gate(&db).await;
     let run = {
-        let migrator = db.migrator_with(dir.path(), patient());
+        let migrator = db.migrator_with(dir.path(), common::patient_settings());
         tokio::spawn(async move {
             migrator
                 .rollback(&RollbackOptions {
@@ -293,7 +287,7 @@ async fn terminated_during_a_rollback_leaves_everything_applied() {
     assert_eq!(db.snapshot().await, before, "fully as before the rollback");
     open_gate(&gate).await;
     let report = db
-        .migrator_with(dir.path(), patient())
+        .migrator_with(dir.path(), common::patient_settings())
         .rollback(&RollbackOptions {
             to: "0001".into(),
             ..RollbackOptions::default()

@@ -9,16 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{migrations_dir, TestDb};
-use slipway::{ApplyOptions, Settings};
-
-fn patient() -> Settings {
-    Settings {
-        lock_timeout: Duration::from_secs(60),
-        statement_timeout: Duration::from_secs(120),
-        lock_retries: 0,
-        retry_backoff: Duration::from_millis(100),
-    }
-}
+use slipway::ApplyOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_batch_is_a_connection_error_and_changes_nothing() {
@@ -32,7 +23,7 @@ async fn a_server_restart_mid_batch_is_a_connection_error_and_changes_nothing() 
     let db = TestDb::new("restart").await;
     let before = db.snapshot().await;
     let run = {
-        let migrator = db.migrator_with(dir.path(), patient());
+        let migrator = db.migrator_with(dir.path(), common::patient_settings());
         tokio::spawn(async move { migrator.apply(&ApplyOptions::default()).await })
     };
     let inspect = db.client().await;
@@ -86,7 +77,7 @@ async fn a_server_restart_mid_batch_is_a_connection_error_and_changes_nothing() 
     )
     .expect("rewrite 0002");
     let report = db
-        .migrator_with(dir.path(), patient())
+        .migrator_with(dir.path(), common::patient_settings())
         .apply(&ApplyOptions::default())
         .await;
     assert!(report.success, "{}", report.to_json());

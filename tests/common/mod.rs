@@ -253,6 +253,18 @@ pub fn fast_settings() -> Settings {
     }
 }
 
+/// Settings patient enough that racing runs queue for the lock in turn and
+/// a migration held at a gate by a test is not timed out: long waits, no
+/// retries.
+pub fn patient_settings() -> Settings {
+    Settings {
+        lock_timeout: std::time::Duration::from_secs(60),
+        statement_timeout: std::time::Duration::from_secs(120),
+        lock_retries: 0,
+        retry_backoff: std::time::Duration::from_millis(100),
+    }
+}
+
 /// The `slipway` binary under test.
 pub fn slipway() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
