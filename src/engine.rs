@@ -19,11 +19,12 @@
 //! apply transaction after the migrations ran and before `COMMIT`, when the
 //! apply goes to the latest version.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_postgres::Client;
 
 use crate::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
+pub use crate::config::{Settings, DEFAULT_HISTORY_SCHEMA};
 use crate::connect::{connect, ConnectOptions};
 use crate::drift::{diff, DiffOptions, Difference, DriftKind};
 use crate::error::{Error, Result};
@@ -63,65 +64,6 @@ impl Target {
             managed_schemas: vec!["public".to_owned()],
             client: client.into(),
             check_drift: true,
-        }
-    }
-}
-
-/// Default schema of the history table.
-pub const DEFAULT_HISTORY_SCHEMA: &str = "slipway";
-
-/// How patient a run is with locks and long statements.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Longest a migration statement may wait for a table lock.
-    pub lock_timeout: Duration,
-    /// Longest a migration statement may run; zero means no limit.
-    pub statement_timeout: Duration,
-    /// How many times a batch that hit `lock_timeout` is tried again.
-    pub lock_retries: u32,
-    /// Wait before the first retry; doubled for each further one.
-    pub retry_backoff: Duration,
-}
-
-/// PostgreSQL's largest `lock_timeout` / `statement_timeout`: `INT_MAX`
-/// milliseconds (about 24.8 days).
-pub const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
-
-impl Settings {
-    /// Refuse settings PostgreSQL would reject after slipway connected, or
-    /// that would let a run wait without bound.
-    pub fn check(&self) -> Result<()> {
-        let too_long = |name: &str, value: Duration| {
-            Error::Config(format!(
-                "{name} {}ms is above PostgreSQL's limit of {}ms (about 24 days); use a shorter one",
-                value.as_millis(),
-                MAX_TIMEOUT.as_millis()
-            ))
-        };
-        if self.lock_timeout > MAX_TIMEOUT {
-            return Err(too_long("--lock-timeout", self.lock_timeout));
-        }
-        if self.statement_timeout > MAX_TIMEOUT {
-            return Err(too_long("--statement-timeout", self.statement_timeout));
-        }
-        // Zero means "wait forever" to PostgreSQL: exactly the queueing
-        // behind production traffic that lock_timeout exists to prevent.
-        if self.lock_timeout.as_millis() == 0 {
-            return Err(Error::Config(
-                "--lock-timeout must be at least 1ms: 0 would let a migration wait for a lock forever".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            lock_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(15 * 60),
-            lock_retries: 3,
-            retry_backoff: Duration::from_secs(2),
         }
     }
 }
@@ -181,6 +123,16 @@ impl Migrator {
     /// The migration set this migrator applies.
     pub fn migrations(&self) -> &MigrationSet {
         &self.set
+    }
+
+    /// The database it works on.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// How patient it is with locks and long statements.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Read-only check: pending migrations, modified files, unknown versions.
@@ -1230,30 +1182,6 @@ fn status_rows(set: &MigrationSet, rows: &[HistoryRow], plan: &Plan) -> Vec<Migr
 mod tests {
     use super::*;
     use crate::migrations::SourceFile;
-
-    #[test]
-    fn settings_postgresql_would_refuse_are_config_errors() {
-        let with = |lock_ms: u64, statement_ms: u64| Settings {
-            lock_timeout: Duration::from_millis(lock_ms),
-            statement_timeout: Duration::from_millis(statement_ms),
-            ..Settings::default()
-        };
-        let max = i32::MAX as u64;
-        for (settings, ok) in [
-            (Settings::default(), true),
-            (with(1, 0), true),
-            (with(max, max), true),
-            (with(0, 1000), false),
-            (with(max + 1, 1000), false),
-            (with(1000, 1000 * 3600 * 1000), false),
-        ] {
-            let checked = settings.check();
-            assert_eq!(checked.is_ok(), ok, "{settings:?}: {checked:?}");
-            if let Err(error) = checked {
-                assert_eq!(error.code().as_str(), "config");
-            }
-        }
-    }
 
     #[test]
     fn no_transaction_steps_cut_the_run_into_transactions() {

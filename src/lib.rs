@@ -4,10 +4,13 @@
 //! are thin adapters over [`Migrator`]. See ARCHITECTURE.md for the code map.
 
 pub mod catalog;
+pub mod config;
 pub mod connect;
+pub mod credentials;
 pub mod drift;
 pub mod engine;
 pub mod error;
+pub mod expected;
 pub mod history;
 #[cfg(feature = "lint")]
 pub mod lint;
@@ -16,6 +19,7 @@ pub mod migrations;
 pub mod plan;
 pub mod redact;
 pub mod report;
+pub mod request;
 pub mod secret;
 pub mod statements;
 pub mod tls;
@@ -26,3 +30,4 @@ pub use engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};
 pub use error::{Error, ErrorCode, Result};
 pub use migrations::MigrationSet;
 pub use report::Report;
+pub use request::{run, Action, Request, RequestOptions};

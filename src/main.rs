@@ -14,17 +14,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
-use slipway::catalog::Snapshot;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use slipway::config::{
+    self, layered, DatabaseChoice, DatabaseSource, FileConfig, HumanDuration,
+    DEFAULT_HISTORY_SCHEMA, DEFAULT_LOCAL_DATABASE, DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MIGRATIONS_DIR, DEFAULT_RETRY_BACKOFF, DEFAULT_STATEMENT_TIMEOUT,
+};
+use slipway::credentials::{start_local, Credentials, Resolve};
 use slipway::local::LocalCluster;
 use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
 use slipway::redact;
-use slipway::report::SnapshotFile;
-use slipway::secret::{aws_config, SecretSource, DEFAULT_SECRET_TTL};
+use slipway::request::{DatabaseRole, RequestError, RequestOption};
 use slipway::tls::{SslMode, TlsOptions};
 use slipway::{
-    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, RollbackOptions, Settings,
-    Target,
+    Action, ConnectOptions, Error, MigrationSet, Migrator, Report, Request, RequestOptions,
+    Settings, Target,
 };
 
 /// Safe PostgreSQL schema migrations: validate, then apply everything pending
@@ -59,12 +64,16 @@ struct Cli {
     local: bool,
 
     /// Database name inside the --local server
-    #[arg(long, global = true, value_name = "NAME", default_value = "slipway")]
+    #[arg(long, global = true, value_name = "NAME", default_value = DEFAULT_LOCAL_DATABASE)]
     local_database: String,
 
     /// Directory holding NNNN_description.sql files and repeatable/
-    #[arg(long, global = true, value_name = "DIR", default_value = "migrations")]
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_MIGRATIONS_DIR)]
     migrations: PathBuf,
+
+    /// Settings file (history schema, timeouts, retries); flags and environment win over it [default: slipway.toml beside the migrations directory, when there is one]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
 
     /// Print the JSON report instead of text
     #[arg(long, global = true)]
@@ -87,28 +96,28 @@ struct Cli {
     no_drift_check: bool,
 
     /// Schema of slipway's history table
-    #[arg(long, global = true, value_name = "SCHEMA", default_value = "slipway")]
+    #[arg(long, global = true, value_name = "SCHEMA", default_value = DEFAULT_HISTORY_SCHEMA)]
     history_schema: String,
 
     /// Longest a migration statement may wait for a table lock (e.g. 5s, 500ms)
-    #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    lock_timeout: Duration,
+    #[arg(long, global = true, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_LOCK_TIMEOUT))]
+    lock_timeout: HumanDuration,
 
     /// Longest a migration statement may run; 0 for no limit
-    #[arg(long, global = true, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
-    statement_timeout: Duration,
+    #[arg(long, global = true, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_STATEMENT_TIMEOUT))]
+    statement_timeout: HumanDuration,
 
     /// Retries after a lock timeout (the whole transaction is retried)
-    #[arg(long, global = true, value_name = "N", default_value_t = 3)]
+    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_LOCK_RETRIES)]
     lock_retries: u32,
 
     /// Wait before the first retry; doubles each time
-    #[arg(long, global = true, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
-    retry_backoff: Duration,
+    #[arg(long, global = true, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_RETRY_BACKOFF))]
+    retry_backoff: HumanDuration,
 
     /// Give up connecting after this long [default: the URL's connect_timeout, else 10s]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
-    connect_timeout: Option<Duration>,
+    #[arg(long, global = true, value_name = "DURATION")]
+    connect_timeout: Option<HumanDuration>,
 
     /// More log output on stderr (-v info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -196,12 +205,15 @@ fn main() -> ExitCode {
     );
     std::panic::set_hook(Box::new(panic_hook));
     let json = wants_json(&args);
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(&args)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => return argument_error(&error, &args, json),
     };
     init_logging(cli.verbose);
-    match std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(&cli))) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(&cli, &matches))) {
         Ok(code) => code,
         Err(_) => {
             // The hook has said where on stderr; --json still owes stdout
@@ -211,7 +223,7 @@ fn main() -> ExitCode {
                     "slipway stopped on a bug (stderr says where); check the database with `slipway status` and report the bug".into(),
                 );
                 output::report_json(&Report::failure(
-                    action_name(&cli).unwrap_or("unknown"),
+                    report_action(&cli).unwrap_or("unknown"),
                     false,
                     &error,
                 ));
@@ -221,84 +233,255 @@ fn main() -> ExitCode {
     }
 }
 
+/// The library action of a command line; `None` for the commands that are
+/// the CLI's own (`lint`, `local`) and for no command at all. A bare
+/// `--dry-run` is an apply's, as in the pipeline's script.
+fn action(cli: &Cli) -> Option<Action> {
+    match &cli.command {
+        Some(Command::Validate) => Some(Action::Validate),
+        Some(Command::Apply) => Some(Action::Apply),
+        Some(Command::Rollback) => Some(Action::Rollback),
+        Some(Command::Status) => Some(Action::Status),
+        Some(Command::Verify) => Some(Action::Verify),
+        Some(Command::Snapshot { .. }) => Some(Action::Snapshot),
+        Some(Command::Lint { .. } | Command::Local { .. }) => None,
+        None if cli.dry_run => Some(Action::Apply),
+        None => None,
+    }
+}
+
 /// The report's `action` for a parsed command line; `None` when no
 /// subcommand was given.
-fn action_name(cli: &Cli) -> Option<&'static str> {
-    Some(match &cli.command {
-        Some(Command::Validate) => "validate",
-        Some(Command::Status) => "status",
-        Some(Command::Apply) => "apply",
-        Some(Command::Rollback) => "rollback",
-        Some(Command::Verify) => "verify",
-        Some(Command::Snapshot { .. }) => "snapshot",
-        Some(Command::Lint { .. }) => "lint",
+fn report_action(cli: &Cli) -> Option<&'static str> {
+    match &cli.command {
+        Some(Command::Lint { .. }) => Some("lint"),
         Some(Command::Local {
             command: LocalCommand::Start,
-        }) => "local start",
+        }) => Some("local start"),
         Some(Command::Local {
             command: LocalCommand::Stop,
-        }) => "local stop",
-        None if cli.dry_run => "apply",
-        None => return None,
+        }) => Some("local stop"),
+        _ => action(cli).map(Action::as_str),
+    }
+}
+
+fn dispatch(cli: &Cli, matches: &ArgMatches) -> ExitCode {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot start the async runtime: {e}; check the process limits (threads, open files)"
+                ))
+            })
+    };
+    match (&cli.command, action(cli)) {
+        // Lint touches no database: no runtime, no connection options.
+        (
+            Some(Command::Lint {
+                rollback_required_from,
+            }),
+            _,
+        ) => lint_command(cli, rollback_required_from.as_deref()),
+        (Some(Command::Local { command }), _) => {
+            let action = report_action(cli).unwrap_or("local");
+            match runtime() {
+                Ok(runtime) => runtime.block_on(local_command(cli, command)),
+                Err(error) => print_side_report(cli, &Report::failure(action, false, &error)),
+            }
+        }
+        (_, Some(action)) => {
+            let request = match request(cli, action) {
+                Ok(request) => request,
+                Err(error) => {
+                    return print_outcome(
+                        cli,
+                        action,
+                        &Report::failure(action.as_str(), false, &error),
+                    )
+                }
+            };
+            let report = match runtime() {
+                Ok(runtime) => runtime.block_on(run(cli, matches, &request)),
+                Err(error) => request.failure(&error),
+            };
+            print_outcome(cli, action, &report)
+        }
+        (_, None) => {
+            let message = "say what to do: validate, apply, rollback, status, verify, snapshot, lint, local (see slipway --help)";
+            if cli.json {
+                let error = Error::BadRequest(message.into());
+                output::report_json(&Report::failure("unknown", false, &error));
+            } else {
+                output::err(&format!("slipway: {message}\n"));
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The request of a command line. Its options are global switches, each
+/// documented for the actions that take it; the others ignore it.
+fn request(cli: &Cli, action: Action) -> Result<Request, Error> {
+    let snapshot = match &cli.command {
+        Some(Command::Snapshot { out, check }) => Some((
+            out.clone()
+                .unwrap_or_else(|| cli.migrations.join(EXPECTED_SNAPSHOT_FILE)),
+            *check,
+        )),
+        _ => None,
+    };
+    let options = RequestOptions {
+        dry_run: cli.dry_run,
+        to: cli.to.clone(),
+        allow_drift: cli.allow_drift,
+        check: snapshot.as_ref().is_some_and(|(_, check)| *check),
+        out: snapshot.map(|(out, _)| out),
+    };
+    Request::new(action, options.keep_for(action)).map_err(|error| match error {
+        RequestError::Missing {
+            option: RequestOption::To,
+            ..
+        } => Error::Config(
+            "rollback needs --to VERSION: the version to go back to (0 undoes everything)".into(),
+        ),
+        other => Error::BadRequest(format!("{other:?}; see slipway --help")),
     })
 }
 
-fn dispatch(cli: &Cli) -> ExitCode {
-    // Lint touches no database: no runtime, no connection options.
-    if let Some(Command::Lint {
-        rollback_required_from,
-    }) = &cli.command
-    {
-        return lint_command(cli, rollback_required_from.as_deref());
+/// Run a request: settings checked before anything connects, the migration
+/// files read, the database resolved for the action, then the library.
+async fn run(cli: &Cli, matches: &ArgMatches, request: &Request) -> Report {
+    let prepared = async {
+        let file = FileConfig::load(cli.config.as_deref(), &cli.migrations)?;
+        let settings = settings(cli, matches, &file);
+        settings.check()?;
+        let connect_timeout = cli.connect_timeout.map(|t| t.0).or(file.connect_timeout);
+        config::check_connect_timeout(connect_timeout)?;
+        let set = MigrationSet::from_dir(&cli.migrations)?;
+        let role = request.action().database();
+        let source = match role {
+            DatabaseRole::Migrated => DatabaseSource::choose(database_choice(cli))?,
+            DatabaseRole::ScratchServer => DatabaseSource::scratch_server(cli.database_url.clone()),
+        };
+        let resolve = Resolve {
+            passwords: password_sources(),
+            sdk: None,
+            local_dir: Some(local_dir()),
+        };
+        let credentials = Credentials::resolve(&source, resolve).await?;
+        let history_schema = from_file(
+            matches,
+            "history_schema",
+            &cli.history_schema,
+            &file.history_schema,
+        );
+        Ok::<_, Error>((
+            settings,
+            connect_timeout,
+            set,
+            role,
+            credentials,
+            history_schema,
+        ))
     }
-    let Some(action) = action_name(cli) else {
-        let message = "say what to do: validate, apply, rollback, status, verify, snapshot, lint, local (see slipway --help)";
-        if cli.json {
-            let error = Error::BadRequest(message.into());
-            output::report_json(&Report::failure("unknown", false, &error));
-        } else {
-            output::err(&format!("slipway: {message}\n"));
-        }
-        return ExitCode::from(2);
+    .await;
+    let (settings, connect_timeout, set, role, credentials, history_schema) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => return request.failure(&error),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let error = Error::Internal(format!(
-                "cannot start the async runtime: {e}; check the process limits (threads, open files)"
-            ));
-            return print_outcome(cli, Report::failure(action, false, &error));
+    let action = request.action().as_str();
+    let dry_run = request.options().dry_run;
+    let work = credentials.with(action, dry_run, |mut connect: ConnectOptions| {
+        if let Some(timeout) = connect_timeout {
+            // The flag beats the URL's connect_timeout.
+            connect.connect_timeout = timeout;
+            connect.url_connect_timeout = None;
         }
-    };
-    match &cli.command {
-        Some(Command::Local { command }) => runtime.block_on(local_command(cli, command)),
-        Some(Command::Snapshot { out, check }) => {
-            runtime.block_on(snapshot_command(cli, out.as_deref(), *check))
+        connect.tls = TlsOptions {
+            mode: cli.sslmode,
+            ca_bundle: cli.ca_bundle.clone(),
+        };
+        let mut target = Target::new(connect, format!("cli:{}", host_name()));
+        target.history_schema = history_schema.clone();
+        if role == DatabaseRole::Migrated {
+            target.check_drift = !cli.no_drift_check;
         }
-        _ => {
-            let report = runtime.block_on(run(cli, action));
-            print_outcome(cli, report)
-        }
+        let migrator = Migrator::new(set.clone(), target, settings.clone());
+        async move { slipway::run(&migrator, request).await }
+    });
+    with_spinner(action, work).await
+}
+
+/// A setting that `slipway.toml` may give: the flag (or its environment
+/// variable) when given, else the file's, else the flag's default.
+fn from_file<T: Clone>(matches: &ArgMatches, id: &str, flag: &T, file: &Option<T>) -> T {
+    let given = matches
+        .value_source(id)
+        .is_some_and(|source| source != ValueSource::DefaultValue);
+    layered(given.then(|| flag.clone()), file.clone(), flag.clone())
+}
+
+fn settings(cli: &Cli, matches: &ArgMatches, file: &FileConfig) -> Settings {
+    Settings {
+        lock_timeout: from_file(
+            matches,
+            "lock_timeout",
+            &cli.lock_timeout.0,
+            &file.lock_timeout,
+        ),
+        statement_timeout: from_file(
+            matches,
+            "statement_timeout",
+            &cli.statement_timeout.0,
+            &file.statement_timeout,
+        ),
+        lock_retries: from_file(
+            matches,
+            "lock_retries",
+            &cli.lock_retries,
+            &file.lock_retries,
+        ),
+        retry_backoff: from_file(
+            matches,
+            "retry_backoff",
+            &cli.retry_backoff.0,
+            &file.retry_backoff,
+        ),
+    }
+}
+
+/// What the command line and the environment say about the database.
+fn database_choice(cli: &Cli) -> DatabaseChoice {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    DatabaseChoice {
+        url_flag: cli.database_url.clone(),
+        secret_flag: cli.secret_id.clone(),
+        local: cli.local.then(|| cli.local_database.clone()),
+        url_env: env("DATABASE_URL"),
+        secret_env: env("DB_SECRET_ARN"),
     }
 }
 
 /// Print a run's report (JSON, or the human text) and map it to the exit code.
-fn print_outcome(cli: &Cli, report: Report) -> ExitCode {
+fn print_outcome(cli: &Cli, action: Action, report: &Report) -> ExitCode {
+    if action == Action::Snapshot {
+        return print_snapshot(cli, report);
+    }
     if cli.json {
-        output::report_json(&report);
+        output::report_json(report);
     } else {
-        let ran_alone = failed_step_ran_alone(cli, &report);
-        output::out(&report.render_human_with(std::io::stdout().is_terminal(), ran_alone));
+        output::out(&report.render_human_with(
+            std::io::stdout().is_terminal(),
+            failed_step_ran_alone(cli, report),
+        ));
     }
     ExitCode::from(report.exit_code())
 }
 
-/// Whether the migration a failed run names is a `-- slipway:no-transaction`
-/// one: its statements ran outside a transaction, so the failure may have
-/// left some of them done and "nothing was changed" would be a false promise.
+/// Whether the migration a failed run names ran outside a transaction, so
+/// that "nothing was changed" would be a false promise.
 fn failed_step_ran_alone(cli: &Cli, report: &Report) -> bool {
     let Some(file) = report
         .error
@@ -308,16 +491,28 @@ fn failed_step_ran_alone(cli: &Cli, report: &Report) -> bool {
     else {
         return false;
     };
-    let Ok(set) = MigrationSet::from_dir(&cli.migrations) else {
-        // Cannot tell: do not promise that nothing changed.
-        return true;
-    };
-    set.versioned().iter().chain(set.repeatable()).any(|m| {
-        (m.script == file && m.directives.no_transaction)
-            || m.rollback
-                .as_ref()
-                .is_some_and(|r| r.script == file && r.directives.no_transaction)
-    })
+    // Cannot tell: do not promise that nothing changed.
+    MigrationSet::from_dir(&cli.migrations).map_or(true, |set| set.runs_alone(file))
+}
+
+fn print_snapshot(cli: &Cli, report: &Report) -> ExitCode {
+    if !cli.json {
+        match &report.snapshot {
+            Some(file) if file.written => output::out(&format!(
+                "wrote {}: {} table(s), fingerprint {}\n",
+                file.path, file.tables, file.fingerprint
+            )),
+            Some(file) if report.schema_valid => {
+                output::out(&format!("{} is up to date\n", file.path));
+            }
+            Some(file) => output::err(&format!(
+                "slipway: {} is stale: the migrations produce another schema; refresh it with `slipway snapshot --out {}` and commit it\n",
+                file.path, file.path
+            )),
+            None => {}
+        }
+    }
+    print_side_report(cli, report)
 }
 
 fn lint_command(cli: &Cli, rollback_required_from: Option<&str>) -> ExitCode {
@@ -514,21 +709,6 @@ mod output {
     }
 }
 
-async fn run(cli: &Cli, action: &str) -> Report {
-    let dry_run = cli.dry_run && (action == "apply" || action == "rollback");
-    if let Err(error) = check_timeouts(cli) {
-        return Report::failure(action, dry_run, &error);
-    }
-    if action == "verify" {
-        return verify(cli).await;
-    }
-    let migrator = match migrator(cli).await {
-        Ok(migrator) => migrator,
-        Err(error) => return Report::failure(action, dry_run, &error),
-    };
-    with_spinner(action, run_action(cli, action, dry_run, &migrator)).await
-}
-
 /// While `work` runs, a spinner on stderr with the time so far — only on a
 /// terminal, so pipes and CI logs see none of it. What runs is also in
 /// `pg_stat_activity.application_name` (`slipway: <migration>`).
@@ -549,119 +729,6 @@ async fn with_spinner(action: &str, work: impl std::future::Future<Output = Repo
     report
 }
 
-async fn run_action(cli: &Cli, action: &str, dry_run: bool, migrator: &Migrator) -> Report {
-    match action {
-        "validate" => migrator.validate().await,
-        "status" => migrator.status().await,
-        "rollback" => {
-            let Some(to) = cli.to.clone() else {
-                return Report::failure(
-                    action,
-                    dry_run,
-                    &Error::Config(
-                        "rollback needs --to VERSION: the version to go back to (0 undoes everything)"
-                            .into(),
-                    ),
-                );
-            };
-            let options = RollbackOptions {
-                to,
-                dry_run,
-                allow_drift: cli.allow_drift,
-            };
-            migrator.rollback(&options).await
-        }
-        _ => {
-            let options = ApplyOptions {
-                dry_run,
-                target: cli.to.clone(),
-                allow_drift: cli.allow_drift,
-            };
-            migrator.apply(&options).await
-        }
-    }
-}
-
-/// `slipway verify`: the round trips on a scratch database.
-async fn verify(cli: &Cli) -> Report {
-    let prepared = async {
-        let set = MigrationSet::from_dir(&cli.migrations)?;
-        let target = scratch_server(cli).await?;
-        Ok::<_, Error>((set, target))
-    }
-    .await;
-    match prepared {
-        Ok((set, target)) => slipway::verify::verify(&set, &target, &settings(cli)).await,
-        Err(error) => Report::failure("verify", false, &error),
-    }
-}
-
-fn settings(cli: &Cli) -> Settings {
-    Settings {
-        lock_timeout: cli.lock_timeout,
-        statement_timeout: cli.statement_timeout,
-        lock_retries: cli.lock_retries,
-        retry_backoff: cli.retry_backoff,
-    }
-}
-
-async fn migrator(cli: &Cli) -> Result<Migrator, Error> {
-    let set = MigrationSet::from_dir(&cli.migrations)?;
-    let mut connect = connection(cli).await?;
-    if let Some(timeout) = cli.connect_timeout {
-        // The flag beats the URL's connect_timeout.
-        connect.connect_timeout = timeout;
-        connect.url_connect_timeout = None;
-    }
-    connect.tls = TlsOptions {
-        mode: cli.sslmode,
-        ca_bundle: cli.ca_bundle.clone(),
-    };
-    let mut target = Target::new(connect, format!("cli:{}", host_name()));
-    target.history_schema = cli.history_schema.clone();
-    target.check_drift = !cli.no_drift_check;
-    Ok(Migrator::new(set, target, settings(cli)))
-}
-
-/// Flags first, then the environment; never a guessed database.
-async fn connection(cli: &Cli) -> Result<ConnectOptions, Error> {
-    let chosen = [
-        cli.database_url.is_some(),
-        cli.secret_id.is_some(),
-        cli.local,
-    ];
-    if chosen.iter().filter(|c| **c).count() > 1 {
-        return Err(Error::Config(
-            "give only one of --database-url, --secret-id, --local".into(),
-        ));
-    }
-    if cli.local {
-        let cluster = start_local().await?;
-        cluster.ensure_database(&cli.local_database).await?;
-        return Ok(ConnectOptions::new(cluster.config(&cli.local_database)));
-    }
-    let url = cli
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
-    if let Some(url) = url {
-        return Ok(ConnectOptions::from_url(&url)?.with_password_sources(password_sources()));
-    }
-    let secret = cli.secret_id.clone().or_else(|| {
-        std::env::var("DB_SECRET_ARN")
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
-    if let Some(secret_id) = secret {
-        // The Lambda's code (src/secret.rs); one run, so the cache never serves twice.
-        let source = SecretSource::new(&aws_config().await, secret_id, DEFAULT_SECRET_TTL);
-        return Ok(ConnectOptions::new(source.get().await?.config()));
-    }
-    Err(Error::Config(
-        "no database given; use one of: --database-url URL (or DATABASE_URL), --secret-id ARN (or DB_SECRET_ARN), --local (slipway's own throw-away PostgreSQL)".into(),
-    ))
-}
-
 /// Where libpq looks for a password a URL lacks: `PGPASSWORD`, then
 /// `PGPASSFILE`, else `~/.pgpass` (the library reads no environment).
 fn password_sources() -> slipway::connect::PasswordSources {
@@ -678,13 +745,6 @@ fn local_dir() -> PathBuf {
     Path::new(".slipway").join("local")
 }
 
-async fn start_local() -> Result<LocalCluster, Error> {
-    let dir = local_dir();
-    tokio::task::spawn_blocking(move || LocalCluster::start_or_reuse(&dir))
-        .await
-        .map_err(|e| Error::Internal(format!("local cluster start panicked: {e}")))?
-}
-
 async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
     let started = Instant::now();
     let (action, outcome) = match command {
@@ -693,17 +753,12 @@ async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
             "local stop",
             LocalCluster::stop_dir(&local_dir()).map(|stopped| {
                 if !cli.json {
-                    output::out(&if stopped {
-                        format!(
-                            "stopped the local PostgreSQL under {}\n",
-                            local_dir().display()
-                        )
+                    let what = if stopped {
+                        "stopped the local PostgreSQL"
                     } else {
-                        format!(
-                            "no local PostgreSQL was running under {}\n",
-                            local_dir().display()
-                        )
-                    });
+                        "no local PostgreSQL was running"
+                    };
+                    output::out(&format!("{what} under {}\n", local_dir().display()));
                 }
                 None
             }),
@@ -724,72 +779,20 @@ async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
         }
         Err(e) => report.fail(&e),
     }
-    report.duration_ms = elapsed_ms(started);
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     print_side_report(cli, &report)
 }
 
 /// Start (or reuse) the local server and its database; its URL.
 async fn local_start(cli: &Cli) -> Result<String, Error> {
-    let cluster = start_local().await?;
+    let cluster = start_local(local_dir()).await?;
     cluster.ensure_database(&cli.local_database).await?;
     Ok(cluster.url(&cli.local_database))
 }
 
-/// `slipway snapshot`: write the expected snapshot, or with `--check` say
-/// whether the committed one is stale (exit 1).
-async fn snapshot_command(cli: &Cli, out: Option<&Path>, check: bool) -> ExitCode {
-    let started = Instant::now();
-    let path = out.map_or_else(
-        || cli.migrations.join(EXPECTED_SNAPSHOT_FILE),
-        Path::to_path_buf,
-    );
-    let mut report = Report::new("snapshot", false);
-    let outcome = async {
-        check_timeouts(cli)?;
-        let snapshot = build_snapshot(cli).await?;
-        let text = snapshot.to_pretty_json();
-        let up_to_date = std::fs::read_to_string(&path).is_ok_and(|current| current == text);
-        if !check {
-            std::fs::write(&path, &text)
-                .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
-        }
-        report.schema_valid = up_to_date || !check;
-        report.snapshot = Some(SnapshotFile {
-            path: path.display().to_string(),
-            written: !check,
-            tables: snapshot.table_count(),
-            fingerprint: snapshot.fingerprint(),
-        });
-        Ok::<_, Error>(())
-    }
-    .await;
-    match outcome {
-        Ok(()) => report.success = true,
-        Err(e) => report.fail(&e),
-    }
-    report.duration_ms = elapsed_ms(started);
-    if !cli.json {
-        match &report.snapshot {
-            Some(file) if file.written => output::out(&format!(
-                "wrote {}: {} table(s), fingerprint {}\n",
-                file.path, file.tables, file.fingerprint
-            )),
-            Some(file) if report.schema_valid => {
-                output::out(&format!("{} is up to date\n", file.path));
-            }
-            Some(file) => output::err(&format!(
-                "slipway: {} is stale: the migrations produce another schema; refresh it with `slipway snapshot --out {}` and commit it\n",
-                file.path, file.path
-            )),
-            None => {}
-        }
-    }
-    print_side_report(cli, &report)
-}
-
 /// The commands without a report of their own in human mode (`local`,
 /// `snapshot`) print their text as they go; here the JSON report, or the
-/// error on one line on stderr, and the exit code (DESIGN.md's exit codes).
+/// error on one line on stderr, and the exit code.
 fn print_side_report(cli: &Cli, report: &Report) -> ExitCode {
     if cli.json {
         output::report_json(report);
@@ -797,81 +800,6 @@ fn print_side_report(cli: &Cli, report: &Report) -> ExitCode {
         output::err(&format!("slipway: {}\n", error.message));
     }
     ExitCode::from(report.exit_code())
-}
-
-fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// PostgreSQL's `lock_timeout` and `statement_timeout` are an `int` of
-/// milliseconds: the largest it accepts.
-const PG_TIMEOUT_MAX_MS: u128 = i32::MAX as u128;
-
-/// Longest `--connect-timeout`: a server that has not answered in an hour is
-/// not going to, and the run should fail rather than hang a pipeline.
-const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
-
-/// The timeouts checked before anything connects, so that a value the
-/// server would refuse is a `config` error naming the flag, not an
-/// `internal` one after the connection.
-fn check_timeouts(cli: &Cli) -> Result<(), Error> {
-    if cli.lock_timeout.is_zero() {
-        return Err(Error::Config(
-            "--lock-timeout 0 would let a migration wait for a table lock forever, while every query on that table queues behind it; give a bound such as 5s".into(),
-        ));
-    }
-    for (flag, value, zero) in [
-        ("--lock-timeout", cli.lock_timeout, ""),
-        (
-            "--statement-timeout",
-            cli.statement_timeout,
-            ", or 0 for no limit",
-        ),
-    ] {
-        if value.as_millis() > PG_TIMEOUT_MAX_MS {
-            return Err(Error::Config(format!(
-                "{flag} of {} ms is more than PostgreSQL accepts ({PG_TIMEOUT_MAX_MS} ms, about 24.8 days); give a shorter duration{zero}",
-                value.as_millis()
-            )));
-        }
-    }
-    if let Some(timeout) = cli
-        .connect_timeout
-        .filter(|t| t.is_zero() || *t > CONNECT_TIMEOUT_MAX)
-    {
-        return Err(Error::Config(format!(
-            "--connect-timeout of {} ms is out of range; give a duration from 1ms to 1h, such as 10s",
-            timeout.as_millis()
-        )));
-    }
-    Ok(())
-}
-
-async fn build_snapshot(cli: &Cli) -> Result<Snapshot, Error> {
-    let set = MigrationSet::from_dir(&cli.migrations)?;
-    let target = scratch_server(cli).await?;
-    slipway::engine::build_expected_snapshot(&set, &target).await
-}
-
-/// The server a scratch database is created on (snapshot, verify).
-/// Only an explicit --database-url moves the scratch database off the
-/// embedded server: a DATABASE_URL left in the environment may be production.
-async fn scratch_server(cli: &Cli) -> Result<Target, Error> {
-    let mut server = match &cli.database_url {
-        Some(url) => ConnectOptions::from_url(url)?.with_password_sources(password_sources()),
-        None => ConnectOptions::new(start_local().await?.config("postgres")),
-    };
-    if let Some(timeout) = cli.connect_timeout {
-        server.connect_timeout = timeout;
-        server.url_connect_timeout = None;
-    }
-    server.tls = TlsOptions {
-        mode: cli.sslmode,
-        ca_bundle: cli.ca_bundle.clone(),
-    };
-    let mut target = Target::new(server, format!("cli:{}", host_name()));
-    target.history_schema = cli.history_schema.clone();
-    Ok(target)
 }
 
 fn host_name() -> String {
@@ -922,26 +850,6 @@ impl std::io::Write for LossyStderr {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// `500ms`, `5s`, `15m`, `1h`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 500ms, 5s, 15m"))?;
-    let millis = match unit {
-        "ms" => number,
-        "" | "s" => number.saturating_mul(1000),
-        "m" | "min" => number.saturating_mul(60_000),
-        "h" => number.saturating_mul(3_600_000),
-        _ => return Err(format!("'{text}' is not a duration like 500ms, 5s, 15m")),
-    };
-    Ok(Duration::from_millis(millis))
 }
 
 #[cfg(test)]

@@ -349,6 +349,17 @@ impl MigrationSet {
         self.expected_snapshot = None;
         self
     }
+    /// Whether `script` (a migration or a rollback script of the set) is a
+    /// `-- slipway:no-transaction` one: its statements ran outside a
+    /// transaction, so a failure in it may have left some of them done.
+    pub fn runs_alone(&self, script: &str) -> bool {
+        self.versioned.iter().chain(&self.repeatable).any(|m| {
+            (m.script == script && m.directives.no_transaction)
+                || m.rollback
+                    .as_ref()
+                    .is_some_and(|r| r.script == script && r.directives.no_transaction)
+        })
+    }
 
     /// Versioned migrations in version order.
     pub fn versioned(&self) -> &[Migration] {

@@ -9,41 +9,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use slipway::engine::DEFAULT_HISTORY_SCHEMA;
-use slipway::secret::DEFAULT_SECRET_TTL;
+use slipway::config::{
+    DatabaseSource, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HISTORY_SCHEMA, DEFAULT_SECRET_TTL,
+};
 use slipway::tls::{SslMode, TlsOptions};
 use slipway::{Error, Settings};
 
 /// CloudWatch namespace when `METRICS_NAMESPACE` is not set.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "Slipway";
 
-/// Where the database credentials come from.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Database {
-    /// `DB_SECRET_ARN`: an RDS-format secret in Secrets Manager.
-    Secret { secret_id: String, ttl: Duration },
-    /// `DATABASE_URL`: for local runs; it may hold a password, so it never
-    /// reaches `Debug`.
-    Url(String),
-}
-
-impl std::fmt::Debug for Database {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Database::Secret { secret_id, ttl } => f
-                .debug_struct("Secret")
-                .field("secret_id", secret_id)
-                .field("ttl", ttl)
-                .finish(),
-            Database::Url(_) => f.write_str("Url(***)"),
-        }
-    }
-}
-
 /// Everything the function needs to know besides the event.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database: Database,
+    /// `DB_SECRET_ARN` (with `SECRET_CACHE_TTL`) or `DATABASE_URL`.
+    pub database: DatabaseSource,
     /// `SLIPWAY_ENVIRONMENT`: the `Environment` dimension of every metric.
     pub environment: String,
     /// `METRICS_NAMESPACE`.
@@ -77,11 +56,11 @@ impl Config {
                     "both DB_SECRET_ARN and DATABASE_URL are set; set only one".into(),
                 ))
             }
-            (Some(secret_id), None) => Database::Secret {
+            (Some(secret_id), None) => DatabaseSource::Secret {
                 secret_id,
                 ttl: duration("SECRET_CACHE_TTL", DEFAULT_SECRET_TTL)?,
             },
-            (None, Some(url)) => Database::Url(url),
+            (None, Some(url)) => DatabaseSource::Url(url),
             (None, None) => {
                 return Err(Error::Config(
                     "DB_SECRET_ARN is not set; set it to the ARN of the database secret (or DATABASE_URL for a local run)".into(),
@@ -133,10 +112,7 @@ impl Config {
             metrics_namespace,
             tls,
             settings,
-            connect_timeout: duration(
-                "CONNECT_TIMEOUT",
-                slipway::connect::DEFAULT_CONNECT_TIMEOUT,
-            )?,
+            connect_timeout: duration("CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)?,
             history_schema: var("HISTORY_SCHEMA")
                 .unwrap_or_else(|| DEFAULT_HISTORY_SCHEMA.to_owned()),
             function_name: var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "local".into()),
@@ -144,27 +120,14 @@ impl Config {
     }
 }
 
-/// `500ms`, `5s`, `15m`, `1h`, or a bare number of seconds — the CLI's syntax.
+/// A duration in slipway's syntax ([`slipway::config::parse_duration`]),
+/// or a `config` error naming the variable.
 pub fn parse_duration(text: &str, name: &str) -> Result<Duration, Error> {
-    let invalid = || {
+    slipway::config::parse_duration(text).ok_or_else(|| {
         Error::Config(format!(
             "{name} is '{text}'; expected a duration like 500ms, 5s, 15m"
         ))
-    };
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let millis = match unit {
-        "ms" => number,
-        "" | "s" => number.saturating_mul(1000),
-        "m" | "min" => number.saturating_mul(60_000),
-        "h" => number.saturating_mul(3_600_000),
-        _ => return Err(invalid()),
-    };
-    Ok(Duration::from_millis(millis))
+    })
 }
 
 #[cfg(test)]
@@ -201,7 +164,7 @@ mod tests {
         let config = config(&BASE).unwrap();
         assert_eq!(
             config.database,
-            Database::Secret {
+            DatabaseSource::Secret {
                 secret_id: "arn:aws:secretsmanager:eu-west-1:1:secret:db".into(),
                 ttl: DEFAULT_SECRET_TTL
             }
@@ -242,7 +205,7 @@ mod tests {
         assert_eq!(config.settings.retry_backoff, Duration::from_millis(250));
         assert_eq!(config.connect_timeout, Duration::from_secs(4));
         assert!(
-            matches!(config.database, Database::Secret { ttl, .. } if ttl == Duration::from_secs(60))
+            matches!(config.database, DatabaseSource::Secret { ttl, .. } if ttl == Duration::from_secs(60))
         );
         assert_eq!(config.history_schema, "ops");
         assert_eq!(config.function_name, "tutor-migrate");

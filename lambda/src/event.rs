@@ -9,53 +9,22 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use slipway::Error;
+use slipway::request::{RequestError as OptionError, RequestOption};
+use slipway::{Action, Error, Request, RequestOptions};
 
-/// The actions of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Validate,
-    Apply,
-    Rollback,
-    Status,
-    VerifyPermissions,
-}
+/// The actions an event may ask for: the contract's, in its order (verify
+/// and snapshot need a server to create databases on, which the function
+/// does not offer).
+pub const ACTIONS: [Action; 5] = [
+    Action::Validate,
+    Action::Apply,
+    Action::Rollback,
+    Action::Status,
+    Action::VerifyPermissions,
+];
 
-impl Action {
-    /// Every action, in the contract's order.
-    pub const ALL: [Action; 5] = [
-        Action::Validate,
-        Action::Apply,
-        Action::Rollback,
-        Action::Status,
-        Action::VerifyPermissions,
-    ];
-
-    /// The spelling in events, reports and the `Action` metric dimension.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Validate => "validate",
-            Action::Apply => "apply",
-            Action::Rollback => "rollback",
-            Action::Status => "status",
-            Action::VerifyPermissions => "verify-permissions",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == text)
-    }
-}
-
-/// One request: the action and its options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub action: Action,
-    pub dry_run: bool,
-    pub to: Option<String>,
-    /// Apply although the schema drifted from the expected snapshot: the
-    /// operator knows, and the report still lists the drift.
-    pub allow_drift: bool,
+fn parse_action(text: &str) -> Option<Action> {
+    ACTIONS.into_iter().find(|a| a.as_str() == text)
 }
 
 /// How the function was invoked.
@@ -143,18 +112,12 @@ pub fn parse_request(event: &Value) -> Result<Request, RequestError> {
     }
     let raw: RawRequest = serde_json::from_value(event.clone())
         .map_err(|e| error(format!("malformed event ({e}); {EXPECTED}")))?;
-    let action = Action::parse(&raw.action).ok_or_else(|| {
+    let action = parse_action(&raw.action).ok_or_else(|| {
         error(format!(
             "unknown action '{}'; {EXPECTED}",
             raw.action.chars().take(40).collect::<String>()
         ))
     })?;
-    if raw.dry_run && action != Action::Apply && action != Action::Rollback {
-        return Err(error(format!(
-            "dry_run applies to apply and rollback, not to {}",
-            action.as_str()
-        )));
-    }
     if let Some(to) = &raw.to {
         if to.is_empty() || !to.bytes().all(|b| b.is_ascii_digit()) {
             return Err(error(format!(
@@ -162,30 +125,44 @@ pub fn parse_request(event: &Value) -> Result<Request, RequestError> {
                 to.chars().take(40).collect::<String>()
             )));
         }
-        if action != Action::Apply && action != Action::Rollback {
-            return Err(error(format!(
-                "\"to\" applies to apply and rollback, not to {}",
-                action.as_str()
-            )));
-        }
     }
-    if raw.allow_drift && action != Action::Apply && action != Action::Rollback {
-        return Err(error(format!(
-            "allow_drift applies to apply and rollback, not to {}",
-            action.as_str()
-        )));
-    }
-    if action == Action::Rollback && raw.to.is_none() {
-        return Err(error(
-            "rollback needs \"to\": the version to roll back to".into(),
-        ));
-    }
-    Ok(Request {
-        action,
+    let options = RequestOptions {
         dry_run: raw.dry_run,
         to: raw.to,
         allow_drift: raw.allow_drift,
-    })
+        ..RequestOptions::default()
+    };
+    Request::new(action, options).map_err(|e| error(describe(e)))
+}
+
+/// A request the option table refuses, in the event's spelling.
+fn describe(error: OptionError) -> String {
+    let name = |option| match option {
+        RequestOption::DryRun => "dry_run",
+        RequestOption::To => "\"to\"",
+        RequestOption::AllowDrift => "allow_drift",
+        RequestOption::Out => "out",
+        RequestOption::Check => "check",
+    };
+    match error {
+        OptionError::NotAccepted { option, action } => {
+            let taking: Vec<&str> = Action::taking(option)
+                .into_iter()
+                .map(Action::as_str)
+                .collect();
+            format!(
+                "{} applies to {}, not to {action}",
+                name(option),
+                taking.join(" and ")
+            )
+        }
+        OptionError::Missing { option, action } => {
+            format!(
+                "{action} needs {}: the version to roll back to",
+                name(option)
+            )
+        }
+    }
 }
 
 /// The request inside a CodePipeline job: `UserParameters` holds either the
@@ -272,19 +249,19 @@ mod tests {
         ];
         for (event, action, dry_run, to) in cases {
             let request = direct(event.clone()).unwrap_or_else(|e| panic!("{event}: {e:?}"));
-            assert_eq!(request.action, action, "{event}");
-            assert_eq!(request.dry_run, dry_run, "{event}");
-            assert_eq!(request.to.as_deref(), to, "{event}");
-            assert!(!request.allow_drift, "{event}");
+            assert_eq!(request.action(), action, "{event}");
+            assert_eq!(request.options().dry_run, dry_run, "{event}");
+            assert_eq!(request.options().to.as_deref(), to, "{event}");
+            assert!(!request.options().allow_drift, "{event}");
         }
     }
 
     #[test]
     fn allow_drift_is_read_for_apply_and_rollback_only() {
         let request = direct(json!({"action":"apply","allow_drift":true})).expect("apply");
-        assert!(request.allow_drift);
+        assert!(request.options().allow_drift);
         let request = direct(json!({"action":"apply","allow_drift":false})).expect("apply");
-        assert!(!request.allow_drift);
+        assert!(!request.options().allow_drift);
         let err = direct(json!({"action":"validate","allow_drift":true})).expect_err("validate");
         assert!(
             err.message.contains("allow_drift applies to apply"),
@@ -398,7 +375,10 @@ mod tests {
             };
             assert_eq!(job_id, "11111111-abcd-1111-abcd-111111abcdef");
             let request = request.unwrap();
-            assert_eq!((request.action, request.dry_run), (action, dry_run));
+            assert_eq!(
+                (request.action(), request.options().dry_run),
+                (action, dry_run)
+            );
         }
     }
 
@@ -442,21 +422,24 @@ mod tests {
     }
 
     fn check_request(event: &Value, request: &Request) {
-        let options_allowed = matches!(request.action, Action::Apply | Action::Rollback);
-        assert!(options_allowed || !request.dry_run, "{event}: {request:?}");
+        let options_allowed = matches!(request.action(), Action::Apply | Action::Rollback);
         assert!(
-            options_allowed || !request.allow_drift,
+            options_allowed || !request.options().dry_run,
             "{event}: {request:?}"
         );
         assert!(
-            options_allowed || request.to.is_none(),
+            options_allowed || !request.options().allow_drift,
             "{event}: {request:?}"
         );
         assert!(
-            request.action != Action::Rollback || request.to.is_some(),
+            options_allowed || request.options().to.is_none(),
             "{event}: {request:?}"
         );
-        if let Some(to) = &request.to {
+        assert!(
+            request.action() != Action::Rollback || request.options().to.is_some(),
+            "{event}: {request:?}"
+        );
+        if let Some(to) = &request.options().to {
             assert!(
                 !to.is_empty() && to.bytes().all(|b| b.is_ascii_digit()),
                 "{event}: {request:?}"

@@ -10,14 +10,12 @@
 use aws_config::SdkConfig;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
-use slipway::secret::{with_secret, SecretSource};
-use slipway::{
-    ApplyOptions, ConnectOptions, Error, MigrationSet, Migrator, Report, RollbackOptions, Target,
-};
+use slipway::credentials::{Credentials, Resolve};
+use slipway::{ConnectOptions, Error, MigrationSet, Migrator, Report, Request, Target};
 
 use crate::codepipeline;
-use crate::config::{Config, Database};
-use crate::event::{self, Action, Invocation, Request};
+use crate::config::Config;
+use crate::event::{self, Invocation};
 use crate::metrics;
 
 /// What lives across invocations.
@@ -30,40 +28,39 @@ pub struct State {
 struct Setup {
     config: Config,
     migrations: MigrationSet,
-    database: Source,
-}
-
-enum Source {
-    Secret(SecretSource),
-    // Boxed: one per process, and it keeps the enum small (clippy).
-    Url(Box<ConnectOptions>),
+    credentials: Credentials,
 }
 
 impl State {
     /// Build the state from the configuration and the migration set (either
     /// may have failed; see the module docs) and the AWS settings.
-    pub fn new(
+    pub async fn new(
         config: Result<Config, Error>,
         migrations: Result<MigrationSet, Error>,
         sdk: &SdkConfig,
     ) -> State {
-        let setup = config.and_then(|config| {
-            let migrations = migrations?;
-            let database = match &config.database {
-                Database::Secret { secret_id, ttl } => {
-                    Source::Secret(SecretSource::new(sdk, secret_id.clone(), *ttl))
-                }
-                Database::Url(url) => Source::Url(Box::new(
-                    ConnectOptions::from_url(url)
-                        .map_err(|e| Error::Config(format!("DATABASE_URL: {e}")))?,
-                )),
-            };
-            Ok(Setup {
-                config,
-                migrations,
-                database,
-            })
-        });
+        let setup = match (config, migrations) {
+            (Ok(config), Ok(migrations)) => {
+                let resolve = Resolve {
+                    sdk: Some(sdk),
+                    ..Resolve::default()
+                };
+                Credentials::resolve(&config.database, resolve)
+                    .await
+                    .map_err(|e| match &config.database {
+                        slipway::config::DatabaseSource::Url(_) => {
+                            Error::Config(format!("DATABASE_URL: {e}"))
+                        }
+                        _ => e,
+                    })
+                    .map(|credentials| Setup {
+                        config,
+                        migrations,
+                        credentials,
+                    })
+            }
+            (Err(error), _) | (_, Err(error)) => Err(error),
+        };
         if let Err(error) = &setup {
             tracing::error!(
                 code = error.code().as_str(),
@@ -78,32 +75,18 @@ impl State {
     }
 
     async fn run(&self, request: &Request) -> Report {
-        let action = request.action.as_str();
         let setup = match &self.setup {
             Ok(setup) => setup,
-            Err(error) => return Report::failure(action, request.dry_run, error),
+            Err(error) => return request.failure(error),
         };
-        if request.action == Action::VerifyPermissions {
-            return Report::failure(
-                action,
-                request.dry_run,
-                &Error::BadRequest(format!(
-                    "{action} is not available in this version of slipway; use validate, apply, rollback or status"
-                )),
-            );
-        }
-        match &setup.database {
-            Source::Secret(source) => {
-                with_secret(source, action, request.dry_run, |config| {
-                    let migrator = setup.migrator(ConnectOptions::new(config));
-                    async move { run_action(&migrator, request).await }
-                })
-                .await
-            }
-            Source::Url(options) => {
-                run_action(&setup.migrator(options.as_ref().clone()), request).await
-            }
-        }
+        let action = request.action().as_str();
+        setup
+            .credentials
+            .with(action, request.options().dry_run, |connect| {
+                let migrator = setup.migrator(connect);
+                async move { slipway::run(&migrator, request).await }
+            })
+            .await
     }
 }
 
@@ -121,30 +104,6 @@ impl Setup {
     }
 }
 
-async fn run_action(migrator: &Migrator, request: &Request) -> Report {
-    match request.action {
-        Action::Validate => migrator.validate().await,
-        Action::Status => migrator.status().await,
-        Action::Rollback => {
-            // The event parser guarantees `to` for a rollback.
-            let options = RollbackOptions {
-                to: request.to.clone().unwrap_or_default(),
-                dry_run: request.dry_run,
-                allow_drift: request.allow_drift,
-            };
-            migrator.rollback(&options).await
-        }
-        _ => {
-            let options = ApplyOptions {
-                dry_run: request.dry_run,
-                target: request.to.clone(),
-                allow_drift: request.allow_drift,
-            };
-            migrator.apply(&options).await
-        }
-    }
-}
-
 /// Answer one invocation. The response is the report (compact JSON, so that
 /// `grep '"schema_valid":false'` works on it), also when the run failed. The
 /// only error is a CodePipeline job whose result could not be delivered:
@@ -158,7 +117,7 @@ pub async fn handler(state: &State, event: LambdaEvent<Value>) -> Result<Report,
         Err(bad) => (None, Err(bad)),
     };
     let (report, metric_action) = match &request {
-        Ok(request) => (state.run(request).await, request.action.as_str()),
+        Ok(request) => (state.run(request).await, request.action().as_str()),
         Err(bad) => (
             Report::failure(&bad.action, bad.dry_run, &bad.to_error()),
             metrics::INVALID_ACTION,
@@ -263,7 +222,7 @@ mod tests {
 
     async fn state(config: Result<Config, Error>) -> State {
         let migrations = MigrationSet::from_files(Vec::new());
-        State::new(config, migrations, &offline_sdk().await)
+        State::new(config, migrations, &offline_sdk().await).await
     }
 
     async fn invoke(state: &State, payload: Value) -> Report {

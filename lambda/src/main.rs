@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_lookup(|name| std::env::var(name).ok());
     let migrations = MigrationSet::from_embedded(&MIGRATIONS);
     let sdk = slipway::secret::aws_config().await;
-    let state = State::new(config, migrations, &sdk);
+    let state = State::new(config, migrations, &sdk).await;
     // Boxed: the handler's future type is deep (SDK, tokio-postgres), and
     // nesting it unboxed inside the runtime's overflows rustc's layout
     // recursion limit.

@@ -191,7 +191,7 @@ async fn codepipeline_jobs_are_reported_with_the_real_sdk() {
             .load()
             .await
     };
-    let state = State::new(config, MigrationSet::from_embedded(&MIGRATIONS), &sdk);
+    let state = State::new(config, MigrationSet::from_embedded(&MIGRATIONS), &sdk).await;
 
     // apply from a bare action name, then validate from JSON: both succeed.
     let report = invoke(&state, job("job-apply", "apply"), "req-apply")

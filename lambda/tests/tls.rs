@@ -281,7 +281,7 @@ async fn sslmodes_against_a_real_server() {
             "DB_CA_BUNDLE" => Some(bundle.clone()),
             _ => None,
         });
-        let state = State::new(config, MigrationSet::from_files(Vec::new()), &sdk);
+        let state = State::new(config, MigrationSet::from_files(Vec::new()), &sdk).await;
         let report = handler(
             &state,
             LambdaEvent::new(json!({"action": "validate"}), Context::default()),

@@ -1,0 +1,101 @@
+//! From "where the database is" ([`DatabaseSource`]) to connection options
+//! a run can use: a URL parsed once, a Secrets Manager secret fetched per
+//! run through its cache (and fetched again once when the database rejects
+//! it: rotation), slipway's own embedded server started or reused.
+//!
+//! Both faces hold a [`Credentials`] and hand [`Credentials::with`] the run;
+//! the Lambda keeps it across warm invocations, so the secret cache lives
+//! as long as the process.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use aws_config::SdkConfig;
+
+use crate::config::DatabaseSource;
+use crate::connect::{ConnectOptions, PasswordSources};
+use crate::error::{Error, Result};
+use crate::local::LocalCluster;
+use crate::report::Report;
+use crate::secret::{aws_config, with_secret, SecretSource};
+
+/// What resolving a source may need besides the source.
+#[derive(Default)]
+pub struct Resolve<'a> {
+    /// Where a URL without a password looks for one (read by the binary:
+    /// `PGPASSWORD`, `PGPASSFILE`, `~/.pgpass`).
+    pub passwords: PasswordSources,
+    /// The AWS settings for a secret; without them, the SDK's default chain.
+    pub sdk: Option<&'a SdkConfig>,
+    /// The folder of the embedded server (`.slipway/local`).
+    pub local_dir: Option<PathBuf>,
+}
+
+/// A database source, resolved.
+pub enum Credentials {
+    /// Fixed options (a URL, the embedded server).
+    // Boxed: one per process, and it keeps the enum small.
+    Fixed(Box<ConnectOptions>),
+    /// A secret, fetched through its cache for each run.
+    Secret(SecretSource),
+}
+
+impl Credentials {
+    /// Resolve `source`: parse the URL, set up the secret's client, or
+    /// start (or reuse) the embedded server and its database.
+    pub async fn resolve(source: &DatabaseSource, with: Resolve<'_>) -> Result<Credentials> {
+        match source {
+            DatabaseSource::Url(url) => Ok(Credentials::Fixed(Box::new(
+                ConnectOptions::from_url(url)?.with_password_sources(with.passwords),
+            ))),
+            DatabaseSource::Secret { secret_id, ttl } => {
+                let sdk = match with.sdk {
+                    Some(sdk) => sdk.clone(),
+                    None => aws_config().await,
+                };
+                Ok(Credentials::Secret(SecretSource::new(
+                    &sdk,
+                    secret_id.clone(),
+                    *ttl,
+                )))
+            }
+            DatabaseSource::Local { database } => {
+                let dir = with
+                    .local_dir
+                    .unwrap_or_else(|| PathBuf::from(".slipway").join("local"));
+                let cluster = start_local(dir).await?;
+                cluster.ensure_database(database).await?;
+                Ok(Credentials::Fixed(Box::new(ConnectOptions::new(
+                    cluster.config(database),
+                ))))
+            }
+        }
+    }
+
+    /// Run `work` with connection options; for a secret, fetched through
+    /// the cache, and once more when the database rejected the cached
+    /// password. A secret that cannot be fetched is the report of `action`.
+    pub async fn with<F, Fut>(&self, action: &str, dry_run: bool, mut work: F) -> Report
+    where
+        F: FnMut(ConnectOptions) -> Fut,
+        Fut: Future<Output = Report>,
+    {
+        match self {
+            Credentials::Fixed(options) => work(options.as_ref().clone()).await,
+            Credentials::Secret(source) => {
+                with_secret(source, action, dry_run, |config| {
+                    work(ConnectOptions::new(config))
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// Start (or reuse) the embedded server in `dir`; blocking work (`initdb`,
+/// `pg_ctl`) off the runtime's thread.
+pub async fn start_local(dir: PathBuf) -> Result<LocalCluster> {
+    tokio::task::spawn_blocking(move || LocalCluster::start_or_reuse(&dir))
+        .await
+        .map_err(|e| Error::Internal(format!("local cluster start panicked: {e}")))?
+}

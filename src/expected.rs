@@ -1,0 +1,54 @@
+//! `slipway snapshot`: the committed expected snapshot
+//! (`migrations/schema.snapshot.json`), built by applying the migrations to
+//! a throw-away database, then written — or, with `--check`, only compared
+//! with the file, so CI fails while the committed one is stale.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::engine::{build_expected_snapshot, Target};
+use crate::error::{Error, Result};
+use crate::migrations::MigrationSet;
+use crate::report::{Report, SnapshotFile};
+
+/// Build the expected snapshot on `server` and write it to `path`, or with
+/// `check` only say whether `path` holds it already (`schema_valid`).
+pub async fn write_or_check(
+    set: &MigrationSet,
+    server: &Target,
+    path: &Path,
+    check: bool,
+) -> Report {
+    let started = Instant::now();
+    let mut report = Report::new("snapshot", false);
+    match write_or_check_into(set, server, path, check, &mut report).await {
+        Ok(()) => report.success = true,
+        Err(error) => report.fail(&error),
+    }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report
+}
+
+async fn write_or_check_into(
+    set: &MigrationSet,
+    server: &Target,
+    path: &Path,
+    check: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let snapshot = build_expected_snapshot(set, server).await?;
+    let text = snapshot.to_pretty_json();
+    let up_to_date = std::fs::read_to_string(path).is_ok_and(|current| current == text);
+    if !check {
+        std::fs::write(path, &text)
+            .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
+    }
+    report.schema_valid = up_to_date || !check;
+    report.snapshot = Some(SnapshotFile {
+        path: path.display().to_string(),
+        written: !check,
+        tables: snapshot.table_count(),
+        fingerprint: snapshot.fingerprint(),
+    });
+    Ok(())
+}
