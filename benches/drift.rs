@@ -1,4 +1,4 @@
-//! The drift-check targets of DESIGN.md ("Targets"), on a real server:
+//! The drift-check targets of docs/DESIGN.md ("Targets"), on a real server:
 //!
 //! - D1: `slipway validate` with the drift check on a generated 1,000-table
 //!   schema, process start and connection included: under 1 s, with a

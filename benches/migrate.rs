@@ -1,4 +1,4 @@
-//! The performance targets of DESIGN.md ("Targets"), measured against `psql`
+//! The performance targets of docs/DESIGN.md ("Targets"), measured against `psql`
 //! on the same machine, the same server and in the same run.
 //!
 //! - W1: apply 300 generated DDL migrations to an empty database with
@@ -69,7 +69,7 @@ fn main() {
     let w1 = run_w1(&tools, &w1_dir, &all_sql, iterations);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     let w2 = run_w2(&tools, "w2", &examples);
-    // Not a DESIGN.md target: the same no-op on a mature project's history,
+    // Not a docs/DESIGN.md target: the same no-op on a mature project's history,
     // because reading and checksumming the files grows with their number.
     let w2_large = run_w2(&tools, "w2_large", &w1_dir);
 
@@ -396,7 +396,7 @@ fn print_results(tools: &Tools<'_>, iterations: usize, w1: &W1, w2: &[(&W2, &str
     );
     println!(
         "- W2: {W2_RUNS} runs of each command after one warm-up, interleaved, on a database migrated with the example set of migrations/ \
-         and, beyond DESIGN.md, on one holding the 300 W1 migrations; run with --no-drift-check, so the 1.5x target applies \
+         and, beyond docs/DESIGN.md, on one holding the 300 W1 migrations; run with --no-drift-check, so the 1.5x target applies \
          (`cargo bench --bench drift` measures W2 with the drift check, target 3x)"
     );
     println!(

@@ -33,7 +33,7 @@ use tokio_postgres::{Client, Config};
 use crate::error::{Error, Result};
 use crate::tls::{self, printable, Attempt, RootCert, SslMode, TlsOptions, UrlTls};
 
-/// Default bound on establishing a connection (DESIGN.md: 10 s).
+/// Default bound on establishing a connection (docs/DESIGN.md: 10 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Appended to the startup `options` of every connection (see

@@ -1,5 +1,5 @@
 //! The one error type of the library, and its mapping to the report's fixed
-//! `error.code` list (DESIGN.md, "Interfaces").
+//! `error.code` list (docs/DESIGN.md, "Interfaces").
 //!
 //! Every variant maps to exactly one code; `tests::every_variant_has_its_code`
 //! pins that mapping so the JSON contract cannot drift silently. Messages are

@@ -3,7 +3,7 @@
 //! time (the Lambda, so the artifact carries exactly its commit's migrations).
 //!
 //! Both sources produce the same [`MigrationSet`]: the file conventions of
-//! DESIGN.md ("Migration files") are enforced here, once, before any database
+//! docs/DESIGN.md ("Migration files") are enforced here, once, before any database
 //! is touched.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! The report: what a run found and did, in the one shape both faces print
 //! (CLI `--json`, the Lambda response) and CodeBuild greps
-//! (`"schema_valid":false`). Field names are a contract (DESIGN.md,
+//! (`"schema_valid":false`). Field names are a contract (docs/DESIGN.md,
 //! "Interfaces"); `tests::field_names_are_stable` pins them.
 //!
 //! Also the human rendering the CLI prints by default.

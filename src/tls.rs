@@ -16,7 +16,7 @@
 //! Who decides: a flag or variable (`--sslmode`, `DB_SSLMODE`, `--ca-bundle`,
 //! `DB_CA_BUNDLE`, in [`TlsOptions`]) wins over the connection string
 //! (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, in [`UrlTls`]). With
-//! neither, `require` off loopback (DESIGN.md, "AWS side") and `disable` on
+//! neither, `require` off loopback (docs/DESIGN.md, "AWS side") and `disable` on
 //! loopback and Unix sockets, where TLS protects nothing and local servers
 //! rarely have it on. As libpq does, a connection string's `sslrootcert` file
 //! turns `require` into `verify-ca`, and `sslrootcert=system` means the

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::{cluster, example_migrations, migrations_dir, run_cli, slipway, Run, TestDb};
 use serde_json::Value;
 
-/// Longest any failing-connection run may take (DESIGN.md: connecting has a
+/// Longest any failing-connection run may take (docs/DESIGN.md: connecting has a
 /// bounded timeout, 10 s by default).
 const CONNECTION_FAILURE_BOUND: Duration = Duration::from_secs(15);
 

@@ -1,5 +1,5 @@
 //! `slipway-infra`: the CloudFormation template that deploys the migration
-//! function, rendered from Rust (DESIGN.md, "AWS side") — no CDK, no Node,
+//! function, rendered from Rust (docs/DESIGN.md, "AWS side") — no CDK, no Node,
 //! nothing to install but cargo. [`render`] is pure: the same
 //! [`StackConfig`] always gives the same JSON, which `make template` writes
 //! to `infra/template.json` and `make test` checks is committed and current.

@@ -1,4 +1,4 @@
-//! Cold start of the function (DESIGN.md, "Targets": first report under
+//! Cold start of the function (docs/DESIGN.md, "Targets": first report under
 //! 50 ms excluding the database; zip under 10 MB), measured the way Lambda
 //! starts it: the invocation is already waiting in `cargo lambda watch`'s
 //! runtime API when the `bootstrap` process starts, and the clock runs from

@@ -1,5 +1,5 @@
 //! What the function is asked to do: a direct event
-//! `{"action":..., "dry_run":bool, "to":"0005"}` (DESIGN.md, "Interfaces") or a
+//! `{"action":..., "dry_run":bool, "to":"0005"}` (docs/DESIGN.md, "Interfaces") or a
 //! CodePipeline job whose user parameters carry the same request.
 //!
 //! Parsing is strict on purpose. An unknown action, a field of the wrong type

@@ -16,7 +16,7 @@ pub mod metrics;
 pub use handler::{handler, State};
 
 /// The migration set of this build, embedded at compile time: a deployed
-/// function carries exactly the migrations of its commit (DESIGN.md,
+/// function carries exactly the migrations of its commit (docs/DESIGN.md,
 /// "Migration files"). build.rs makes cargo rebuild when they change.
 pub static MIGRATIONS: include_dir::Dir<'static> =
     include_dir::include_dir!("$CARGO_MANIFEST_DIR/../migrations");

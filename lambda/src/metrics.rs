@@ -1,4 +1,4 @@
-//! CloudWatch metrics of one invocation (DESIGN.md, "AWS side"):
+//! CloudWatch metrics of one invocation (docs/DESIGN.md, "AWS side"):
 //! `MigrationSuccess`, `MigrationFailure`, `MigrationDuration` (ms) and
 //! `DatabaseConnectionErrors`, with dimensions `Environment` and `Action`, in
 //! one PutMetricData call.

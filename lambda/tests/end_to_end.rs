@@ -1,4 +1,4 @@
-//! The function end to end, real parts only (DESIGN.md, "Real parts in
+//! The function end to end, real parts only (docs/DESIGN.md, "Real parts in
 //! tests"): the `bootstrap` binary under `cargo lambda watch`, credentials
 //! from a secret in moto's Secrets Manager, a PostgreSQL server of its own,
 //! metrics in moto's CloudWatch, and every invocation made by

@@ -1,5 +1,5 @@
 //! Real parts for the function's tests and its cold-start benchmark
-//! (DESIGN.md, "Real parts in tests"): a PostgreSQL server of our own, moto's
+//! (docs/DESIGN.md, "Real parts in tests"): a PostgreSQL server of our own, moto's
 //! server on a free loopback port, `cargo lambda watch` as the Lambda runtime
 //! emulator, the `bootstrap` binary under it, the AWS CLI.
 //!
