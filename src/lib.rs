@@ -20,6 +20,7 @@ pub mod plan;
 pub mod redact;
 pub mod report;
 pub mod request;
+pub mod runner;
 pub mod secret;
 pub mod statements;
 pub mod tls;

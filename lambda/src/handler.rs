@@ -11,7 +11,8 @@ use aws_config::SdkConfig;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use slipway::credentials::{Credentials, Resolve};
-use slipway::{ConnectOptions, Error, MigrationSet, Migrator, Report, Request, Target};
+use slipway::runner::{ConnectTimeout, Runner};
+use slipway::{Error, MigrationSet, Report, Request};
 
 use crate::codepipeline;
 use crate::config::Config;
@@ -27,8 +28,7 @@ pub struct State {
 
 struct Setup {
     config: Config,
-    migrations: MigrationSet,
-    credentials: Credentials,
+    runner: Runner,
 }
 
 impl State {
@@ -54,9 +54,19 @@ impl State {
                         _ => e,
                     })
                     .map(|credentials| Setup {
+                        runner: Runner {
+                            migrations,
+                            credentials,
+                            settings: config.settings.clone(),
+                            history_schema: config.history_schema.clone(),
+                            check_drift: true,
+                            runner: format!("lambda:{}", config.function_name),
+                            tls: config.tls.clone(),
+                            connect_timeout: Some(ConnectTimeout::Configured(
+                                config.connect_timeout,
+                            )),
+                        },
                         config,
-                        migrations,
-                        credentials,
                     })
             }
             (Err(error), _) | (_, Err(error)) => Err(error),
@@ -75,32 +85,10 @@ impl State {
     }
 
     async fn run(&self, request: &Request) -> Report {
-        let setup = match &self.setup {
-            Ok(setup) => setup,
-            Err(error) => return request.failure(error),
-        };
-        let action = request.action().as_str();
-        setup
-            .credentials
-            .with(action, request.options().dry_run, |connect| {
-                let migrator = setup.migrator(connect);
-                async move { slipway::run(&migrator, request).await }
-            })
-            .await
-    }
-}
-
-impl Setup {
-    fn migrator(&self, mut connect: ConnectOptions) -> Migrator {
-        connect.connect_timeout = self.config.connect_timeout;
-        connect.tls = self.config.tls.clone();
-        let mut target = Target::new(connect, format!("lambda:{}", self.config.function_name));
-        target.history_schema = self.config.history_schema.clone();
-        Migrator::new(
-            self.migrations.clone(),
-            target,
-            self.config.settings.clone(),
-        )
+        match &self.setup {
+            Ok(setup) => setup.runner.run(request).await,
+            Err(error) => request.failure(error),
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -21,16 +20,13 @@ use slipway::config::{
     DEFAULT_HISTORY_SCHEMA, DEFAULT_LOCAL_DATABASE, DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MIGRATIONS_DIR, DEFAULT_RETRY_BACKOFF, DEFAULT_STATEMENT_TIMEOUT,
 };
-use slipway::credentials::{start_local, Credentials, Resolve};
-use slipway::local::LocalCluster;
+use slipway::credentials::{Credentials, Resolve};
 use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
 use slipway::redact;
 use slipway::request::{DatabaseRole, RequestError, RequestOption};
+use slipway::runner::{ConnectTimeout, Runner};
 use slipway::tls::{SslMode, TlsOptions};
-use slipway::{
-    Action, ConnectOptions, Error, MigrationSet, Migrator, Report, Request, RequestOptions,
-    Settings, Target,
-};
+use slipway::{Action, Error, MigrationSet, Report, Request, RequestOptions, Settings};
 
 /// Safe PostgreSQL schema migrations: validate, then apply everything pending
 /// in one transaction under an advisory lock. Nothing is ever half-applied.
@@ -188,6 +184,14 @@ enum LocalCommand {
     /// Stop it (its data stays under .slipway/local/)
     Stop,
 }
+
+mod arguments;
+mod local;
+mod output;
+
+use arguments::{argument_error, wants_json};
+use local::{local_command, local_dir, print_side_report};
+use output::{init_logging, panic_hook, with_spinner};
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -353,65 +357,52 @@ fn request(cli: &Cli, action: Action) -> Result<Request, Error> {
 /// Run a request: settings checked before anything connects, the migration
 /// files read, the database resolved for the action, then the library.
 async fn run(cli: &Cli, matches: &ArgMatches, request: &Request) -> Report {
-    let prepared = async {
-        let file = FileConfig::load(cli.config.as_deref(), &cli.migrations)?;
-        let settings = settings(cli, matches, &file);
-        settings.check()?;
-        let connect_timeout = cli.connect_timeout.map(|t| t.0).or(file.connect_timeout);
-        config::check_connect_timeout(connect_timeout)?;
-        let set = MigrationSet::from_dir(&cli.migrations)?;
-        let role = request.action().database();
-        let source = match role {
-            DatabaseRole::Migrated => DatabaseSource::choose(database_choice(cli))?,
-            DatabaseRole::ScratchServer => DatabaseSource::scratch_server(cli.database_url.clone()),
-        };
-        let resolve = Resolve {
-            passwords: password_sources(),
-            sdk: None,
-            local_dir: Some(local_dir()),
-        };
-        let credentials = Credentials::resolve(&source, resolve).await?;
-        let history_schema = from_file(
+    match runner(cli, matches, request).await {
+        Ok(runner) => with_spinner(request.action().as_str(), runner.run(request)).await,
+        Err(error) => request.failure(&error),
+    }
+}
+
+/// Settings checked before anything connects, the migration files read,
+/// the database the action works on resolved.
+async fn runner(cli: &Cli, matches: &ArgMatches, request: &Request) -> Result<Runner, Error> {
+    let file = FileConfig::load(cli.config.as_deref(), &cli.migrations)?;
+    let settings = settings(cli, matches, &file);
+    settings.check()?;
+    let connect_timeout = match (cli.connect_timeout, file.connect_timeout) {
+        (Some(flag), _) => Some(ConnectTimeout::Given(flag.0)),
+        (None, Some(file)) => Some(ConnectTimeout::Configured(file)),
+        (None, None) => None,
+    };
+    config::check_connect_timeout(cli.connect_timeout.map(|t| t.0).or(file.connect_timeout))?;
+    let migrations = MigrationSet::from_dir(&cli.migrations)?;
+    let source = match request.action().database() {
+        DatabaseRole::Migrated => DatabaseSource::choose(database_choice(cli))?,
+        DatabaseRole::ScratchServer => DatabaseSource::scratch_server(cli.database_url.clone()),
+    };
+    let resolve = Resolve {
+        passwords: password_sources(),
+        sdk: None,
+        local_dir: Some(local_dir()),
+    };
+    Ok(Runner {
+        migrations,
+        credentials: Credentials::resolve(&source, resolve).await?,
+        settings,
+        history_schema: from_file(
             matches,
             "history_schema",
             &cli.history_schema,
             &file.history_schema,
-        );
-        Ok::<_, Error>((
-            settings,
-            connect_timeout,
-            set,
-            role,
-            credentials,
-            history_schema,
-        ))
-    }
-    .await;
-    let (settings, connect_timeout, set, role, credentials, history_schema) = match prepared {
-        Ok(prepared) => prepared,
-        Err(error) => return request.failure(&error),
-    };
-    let action = request.action().as_str();
-    let dry_run = request.options().dry_run;
-    let work = credentials.with(action, dry_run, |mut connect: ConnectOptions| {
-        if let Some(timeout) = connect_timeout {
-            // The flag beats the URL's connect_timeout.
-            connect.connect_timeout = timeout;
-            connect.url_connect_timeout = None;
-        }
-        connect.tls = TlsOptions {
+        ),
+        check_drift: !cli.no_drift_check,
+        runner: format!("cli:{}", host_name()),
+        tls: TlsOptions {
             mode: cli.sslmode,
             ca_bundle: cli.ca_bundle.clone(),
-        };
-        let mut target = Target::new(connect, format!("cli:{}", host_name()));
-        target.history_schema = history_schema.clone();
-        if role == DatabaseRole::Migrated {
-            target.check_drift = !cli.no_drift_check;
-        }
-        let migrator = Migrator::new(set.clone(), target, settings.clone());
-        async move { slipway::run(&migrator, request).await }
-    });
-    with_spinner(action, work).await
+        },
+        connect_timeout,
+    })
 }
 
 /// A setting that `slipway.toml` may give: the flag (or its environment
@@ -526,209 +517,6 @@ fn lint_command(cli: &Cli, rollback_required_from: Option<&str>) -> ExitCode {
     ExitCode::from(report.exit_code())
 }
 
-/// Whether the command line asks for JSON, read from the raw arguments: when
-/// parsing fails there is no `Cli` to ask, and `--json` still owes stdout
-/// its one report.
-fn wants_json(args: &[OsString]) -> bool {
-    args.iter()
-        .skip(1)
-        .map(|a| a.to_str())
-        .take_while(|a| *a != Some("--"))
-        .any(|a| a.is_some_and(|a| a == "--json" || a.starts_with("--json=")))
-}
-
-/// A command line clap refused (or `--help`, `--version`): its message, with
-/// every password blanked, on stderr — or, with `--json`, a `bad_request`
-/// report on stdout. Exit 2, as for every error.
-fn argument_error(error: &clap::Error, args: &[OsString], json: bool) -> ExitCode {
-    use clap::error::ErrorKind;
-    let text = redact::redact(&error.render().to_string());
-    if matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-    ) {
-        output::out(&text);
-        return ExitCode::SUCCESS;
-    }
-    // A psql habit: the URL as an argument. Say where it goes.
-    let url_hint = stray_database_url(args).then_some(
-        "a database URL was given as an argument; use --database-url URL or DATABASE_URL",
-    );
-    if json {
-        let mut message: Vec<String> =
-            if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                // clap's text is the whole help; the usage line says enough.
-                let usage = text
-                    .lines()
-                    .find_map(|l| l.trim().strip_prefix("Usage:"))
-                    .map_or_else(String::new, |u| format!(", as in: {}", u.trim()));
-                vec![format!("a subcommand is missing{usage}")]
-            } else {
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| {
-                        !l.is_empty()
-                            && !l.starts_with("Usage:")
-                            && !l.starts_with("For more information")
-                    })
-                    .map(|l| l.strip_prefix("error: ").unwrap_or(l).to_owned())
-                    .collect()
-            };
-        message.extend(url_hint.map(str::to_owned));
-        message.push("see slipway --help".into());
-        let (action, dry_run) = guess_action(args);
-        let error = Error::BadRequest(message.join("; "));
-        output::report_json(&Report::failure(action, dry_run, &error));
-    } else {
-        output::err(&text);
-        if let Some(hint) = url_hint {
-            output::err(&format!("\n  hint: {hint}\n"));
-        }
-    }
-    ExitCode::from(2)
-}
-
-/// Whether an argument other than the value of `--database-url` looks
-/// like a connection URL (`postgresql://...`) or a `key=value` connection
-/// string.
-fn stray_database_url(args: &[OsString]) -> bool {
-    let words: Vec<String> = args
-        .iter()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    words.iter().enumerate().any(|(i, word)| {
-        let value_of_flag = i > 0 && words[i - 1] == "--database-url";
-        let lower = word.to_ascii_lowercase();
-        !value_of_flag
-            && !lower.starts_with("--database-url=")
-            && (lower.contains("://")
-                || lower.starts_with("postgres")
-                || lower.contains("host=")
-                || lower.contains("dbname=")
-                || lower.contains("password="))
-    })
-}
-
-/// The action and dry-run of a command line clap refused, for the report:
-/// the first subcommand named, else `unknown` (as the Lambda says for an
-/// event it cannot read).
-fn guess_action(args: &[OsString]) -> (&'static str, bool) {
-    const ACTIONS: [(&str, &str); 10] = [
-        ("validate", "validate"),
-        ("--validate", "validate"),
-        ("apply", "apply"),
-        ("--apply", "apply"),
-        ("rollback", "rollback"),
-        ("status", "status"),
-        ("verify", "verify"),
-        ("snapshot", "snapshot"),
-        ("lint", "lint"),
-        ("local", "local"),
-    ];
-    let words: Vec<&str> = args
-        .iter()
-        .skip(1)
-        .filter_map(|a| a.to_str())
-        .take_while(|a| *a != "--")
-        .collect();
-    let action = words
-        .iter()
-        .find_map(|word| ACTIONS.iter().find(|(w, _)| w == word).map(|(_, a)| *a))
-        .unwrap_or("unknown");
-    let dry_run = (action == "apply" || action == "rollback") && words.contains(&"--dry-run");
-    (action, dry_run)
-}
-
-/// A panic prints a fixed sentence, where, and the message with every
-/// password blanked — never the raw message, which may quote a URL.
-fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
-    let payload = info
-        .payload()
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| info.payload().downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    let location = info
-        .location()
-        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-    output::err(&panic_message(&payload, location.as_deref()));
-}
-
-fn panic_message(payload: &str, location: Option<&str>) -> String {
-    format!(
-        "slipway: internal error, a bug in slipway ({}): {}; check the database with `slipway status` and report the bug\n",
-        location.unwrap_or("unknown location"),
-        redact::redact(payload)
-    )
-}
-
-/// Everything slipway prints goes through here. A closed pipe
-/// (`slipway status | head -1`) ends the writing, not the run: the exit code
-/// stays the one the outcome deserves, and nothing panics. Any other write
-/// error is ignored alike — there is nowhere left to report it.
-mod output {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use slipway::Report;
-
-    static REPORT_PRINTED: AtomicBool = AtomicBool::new(false);
-
-    fn write(mut stream: impl Write, text: &str) {
-        let text = slipway::redact::redact(text);
-        let _ = stream
-            .write_all(text.as_bytes())
-            .and_then(|()| stream.flush());
-    }
-
-    /// Text on stdout.
-    pub fn out(text: &str) {
-        write(std::io::stdout().lock(), text);
-    }
-
-    /// Text on stderr.
-    pub fn err(text: &str) {
-        write(std::io::stderr().lock(), text);
-    }
-
-    /// A JSON document on stdout, on its own line.
-    pub fn json(text: &str) {
-        REPORT_PRINTED.store(true, Ordering::SeqCst);
-        out(&format!("{text}\n"));
-    }
-
-    /// The report as JSON on stdout.
-    pub fn report_json(report: &Report) {
-        json(&report.to_json());
-    }
-
-    /// Whether the one JSON report has been printed.
-    pub fn report_printed() -> bool {
-        REPORT_PRINTED.load(Ordering::SeqCst)
-    }
-}
-
-/// While `work` runs, a spinner on stderr with the time so far — only on a
-/// terminal, so pipes and CI logs see none of it. What runs is also in
-/// `pg_stat_activity.application_name` (`slipway: <migration>`).
-async fn with_spinner(action: &str, work: impl std::future::Future<Output = Report>) -> Report {
-    if !std::io::stderr().is_terminal() {
-        return work.await;
-    }
-    let spinner = indicatif::ProgressBar::new_spinner();
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{spinner} slipway {msg} ({elapsed})")
-    {
-        spinner.set_style(style);
-    }
-    spinner.set_message(action.to_owned());
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    let report = work.await;
-    spinner.finish_and_clear();
-    report
-}
-
 /// Where libpq looks for a password a URL lacks: `PGPASSWORD`, then
 /// `PGPASSFILE`, else `~/.pgpass` (the library reads no environment).
 fn password_sources() -> slipway::connect::PasswordSources {
@@ -741,67 +529,7 @@ fn password_sources() -> slipway::connect::PasswordSources {
     }
 }
 
-fn local_dir() -> PathBuf {
-    Path::new(".slipway").join("local")
-}
-
-async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
-    let started = Instant::now();
-    let (action, outcome) = match command {
-        LocalCommand::Start => ("local start", local_start(cli).await.map(Some)),
-        LocalCommand::Stop => (
-            "local stop",
-            LocalCluster::stop_dir(&local_dir()).map(|stopped| {
-                if !cli.json {
-                    let what = if stopped {
-                        "stopped the local PostgreSQL"
-                    } else {
-                        "no local PostgreSQL was running"
-                    };
-                    output::out(&format!("{what} under {}\n", local_dir().display()));
-                }
-                None
-            }),
-        ),
-    };
-    let mut report = Report::new(action, false);
-    match outcome {
-        Ok(url) => {
-            report.success = true;
-            report.schema_valid = true;
-            if let Some(url) = url {
-                report.database = Some(cli.local_database.clone());
-                if !cli.json {
-                    output::out(&format!("{url}\n"));
-                }
-                report.url = Some(url);
-            }
-        }
-        Err(e) => report.fail(&e),
-    }
-    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    print_side_report(cli, &report)
-}
-
-/// Start (or reuse) the local server and its database; its URL.
-async fn local_start(cli: &Cli) -> Result<String, Error> {
-    let cluster = start_local(local_dir()).await?;
-    cluster.ensure_database(&cli.local_database).await?;
-    Ok(cluster.url(&cli.local_database))
-}
-
-/// The commands without a report of their own in human mode (`local`,
-/// `snapshot`) print their text as they go; here the JSON report, or the
-/// error on one line on stderr, and the exit code.
-fn print_side_report(cli: &Cli, report: &Report) -> ExitCode {
-    if cli.json {
-        output::report_json(report);
-    } else if let Some(error) = &report.error {
-        output::err(&format!("slipway: {}\n", error.message));
-    }
-    ExitCode::from(report.exit_code())
-}
-
+/// The host for the history's `client` column: `cli:<host>`.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -809,89 +537,4 @@ fn host_name() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into())
-}
-
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // The engine logs the error a run ends with; the CLI prints it in the
-    // report (human text or JSON) already, and once is enough.
-    let not_in_report = tracing_subscriber::filter::filter_fn(|meta| {
-        !(meta.target() == "slipway::engine"
-            && *meta.level() == tracing::Level::ERROR
-            && meta.fields().field("code").is_some())
-    });
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(|| LossyStderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .with_filter(filter)
-        .with_filter(not_in_report);
-    let _ = tracing_subscriber::registry().with(layer).try_init();
-}
-
-/// stderr for log lines, redacted like every other output, and quiet about
-/// a closed pipe.
-struct LossyStderr;
-
-impl std::io::Write for LossyStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        output::err(&String::from_utf8_lossy(buf));
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panic_message_is_redacted() {
-        let text = panic_message(
-            "called `Result::unwrap()` on an `Err` value: bad url postgresql://app:hunter2@db/tutor (password=hunter2)",
-            Some("src/main.rs:1:1"),
-        );
-        assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("postgresql://app:****@db/tutor"), "{text}");
-        assert!(
-            text.starts_with("slipway: internal error, a bug in slipway (src/main.rs:1:1)"),
-            "{text}"
-        );
-        let text = panic_message("", None);
-        assert!(text.contains("unknown location"), "{text}");
-    }
-
-    #[test]
-    fn json_is_read_from_the_raw_arguments() {
-        let args = |list: &[&str]| -> Vec<OsString> {
-            std::iter::once("slipway")
-                .chain(list.iter().copied())
-                .map(OsString::from)
-                .collect()
-        };
-        assert!(wants_json(&args(&["apply", "--json"])));
-        assert!(wants_json(&args(&["--json=x"])));
-        assert!(!wants_json(&args(&["apply", "--", "--json"])));
-        assert!(!wants_json(&args(&["--jsonx"])));
-        assert_eq!(
-            guess_action(&args(&["--dry-run", "apply", "--to"])),
-            ("apply", true)
-        );
-        assert_eq!(
-            guess_action(&args(&["--dry-run", "status"])),
-            ("status", false)
-        );
-        assert_eq!(guess_action(&args(&["migrate"])), ("unknown", false));
-    }
 }
