@@ -547,6 +547,9 @@ pub(crate) fn painter(color: bool) -> impl Fn(&str, &str) -> String {
 }
 
 #[cfg(test)]
+mod golden;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
