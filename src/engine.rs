@@ -1054,7 +1054,7 @@ fn changes(before: &Snapshot, after: &Snapshot) -> Vec<crate::report::SchemaChan
     };
     diff(before, after, same_database)
         .iter()
-        .map(Difference::to_change)
+        .map(crate::report::SchemaChange::from)
         .collect()
 }
 
@@ -1104,7 +1104,7 @@ pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Res
 
 /// Report items of differences.
 fn items(differences: &[Difference]) -> Vec<DriftItem> {
-    differences.iter().map(Difference::to_item).collect()
+    differences.iter().map(DriftItem::from).collect()
 }
 
 fn drift_error(reference: &str, context: &str, items: &[DriftItem], next: &str) -> Error {
