@@ -35,12 +35,16 @@
 //! snapshot, which a superuser built in a throw-away cluster.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
 
 use crate::catalog::{Column, Function, Relation, Sequence, Snapshot};
 
 /// Every kind of drift item. See the module documentation for their meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialised as [`DriftKind::as_str`] (a unit test holds the two together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DriftKind {
     MissingTable,
     ExtraTable,
@@ -188,16 +192,15 @@ impl DriftKind {
         }
     }
 
-    /// What part of a changed object differs, for the dry-run changes:
-    /// `type`, `nullability`, `default`, `owner`, `grants` or `definition`.
-    pub fn aspect(self) -> Option<&'static str> {
+    /// What part of a changed object differs, for the dry-run changes.
+    pub fn aspect(self) -> Option<Aspect> {
         match self {
-            DriftKind::ColumnTypeChanged => Some("type"),
-            DriftKind::NullabilityChanged => Some("nullability"),
-            DriftKind::DefaultChanged => Some("default"),
-            DriftKind::OwnerChanged => Some("owner"),
-            DriftKind::GrantsChanged => Some("grants"),
-            _ if self.change() == Change::Changed => Some("definition"),
+            DriftKind::ColumnTypeChanged => Some(Aspect::Type),
+            DriftKind::NullabilityChanged => Some(Aspect::Nullability),
+            DriftKind::DefaultChanged => Some(Aspect::Default),
+            DriftKind::OwnerChanged => Some(Aspect::Owner),
+            DriftKind::GrantsChanged => Some(Aspect::Grants),
+            _ if self.change() == Change::Changed => Some(Aspect::Definition),
             _ => None,
         }
     }
@@ -226,13 +229,122 @@ impl DriftKind {
     }
 }
 
+impl fmt::Display for DriftKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of object a difference is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectType {
+    Table,
+    View,
+    Column,
+    Constraint,
+    Index,
+    Trigger,
+    Function,
+    Sequence,
+    Type,
+    Extension,
+}
+
+impl ObjectType {
+    /// Every object type.
+    pub const ALL: [ObjectType; 10] = [
+        ObjectType::Table,
+        ObjectType::View,
+        ObjectType::Column,
+        ObjectType::Constraint,
+        ObjectType::Index,
+        ObjectType::Trigger,
+        ObjectType::Function,
+        ObjectType::Sequence,
+        ObjectType::Type,
+        ObjectType::Extension,
+    ];
+
+    /// The object type as it appears in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectType::Table => "table",
+            ObjectType::View => "view",
+            ObjectType::Column => "column",
+            ObjectType::Constraint => "constraint",
+            ObjectType::Index => "index",
+            ObjectType::Trigger => "trigger",
+            ObjectType::Function => "function",
+            ObjectType::Sequence => "sequence",
+            ObjectType::Type => "type",
+            ObjectType::Extension => "extension",
+        }
+    }
+
+    /// Whether the object is `schema.table.member`, shown under its table.
+    pub fn is_table_part(self) -> bool {
+        matches!(
+            self,
+            ObjectType::Column | ObjectType::Constraint | ObjectType::Index | ObjectType::Trigger
+        )
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What part of a changed object differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aspect {
+    Type,
+    Nullability,
+    Default,
+    Owner,
+    Grants,
+    /// Anything else: the object's definition as a whole.
+    Definition,
+}
+
+impl Aspect {
+    /// Every aspect.
+    pub const ALL: [Aspect; 6] = [
+        Aspect::Type,
+        Aspect::Nullability,
+        Aspect::Default,
+        Aspect::Owner,
+        Aspect::Grants,
+        Aspect::Definition,
+    ];
+
+    /// The aspect as it appears in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aspect::Type => "type",
+            Aspect::Nullability => "nullability",
+            Aspect::Default => "default",
+            Aspect::Owner => "owner",
+            Aspect::Grants => "grants",
+            Aspect::Definition => "definition",
+        }
+    }
+}
+
+impl fmt::Display for Aspect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One difference between a reference snapshot and the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
     pub kind: DriftKind,
-    /// `table`, `view`, `column`, `constraint`, `index`, `trigger`,
-    /// `function`, `sequence`, `type` or `extension`.
-    pub object_type: &'static str,
+    pub object_type: ObjectType,
     pub object: String,
     pub expected: Option<String>,
     pub actual: Option<String>,
@@ -258,17 +370,17 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => {
                 let (kind, object_type) = if is_view(e) {
-                    (DriftKind::MissingView, "view")
+                    (DriftKind::MissingView, ObjectType::View)
                 } else {
-                    (DriftKind::MissingTable, "table")
+                    (DriftKind::MissingTable, ObjectType::Table)
                 };
                 out.push(kind, object_type, name, Some(describe_relation(e)), None);
             }
             Side::Extra(a) => {
                 let (kind, object_type) = if is_view(a) {
-                    (DriftKind::ExtraView, "view")
+                    (DriftKind::ExtraView, ObjectType::View)
                 } else {
-                    (DriftKind::ExtraTable, "table")
+                    (DriftKind::ExtraTable, ObjectType::Table)
                 };
                 out.push(kind, object_type, name, None, Some(describe_relation(a)));
             }
@@ -279,14 +391,14 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingFunction,
-                "function",
+                ObjectType::Function,
                 name,
                 Some(describe_function(e)),
                 None,
             ),
             Side::Extra(a) => out.push(
                 DriftKind::ExtraFunction,
-                "function",
+                ObjectType::Function,
                 name,
                 None,
                 Some(describe_function(a)),
@@ -320,13 +432,18 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
                 if let Some((x, y)) = differing(&attrs) {
                     out.push(
                         DriftKind::FunctionChanged,
-                        "function",
+                        ObjectType::Function,
                         name,
                         Some(x),
                         Some(y),
                     );
                 }
-                out.ownership("function", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+                out.ownership(
+                    ObjectType::Function,
+                    name,
+                    (&e.owner, &a.owner),
+                    (&e.acl, &a.acl),
+                );
             }
         }
     }
@@ -334,14 +451,14 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingSequence,
-                "sequence",
+                ObjectType::Sequence,
                 name,
                 Some(describe_sequence(e)),
                 None,
             ),
             Side::Extra(a) => out.push(
                 DriftKind::ExtraSequence,
-                "sequence",
+                ObjectType::Sequence,
                 name,
                 None,
                 Some(describe_sequence(a)),
@@ -355,13 +472,18 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
                 if let Some((x, y)) = differing(&attrs) {
                     out.push(
                         DriftKind::SequenceChanged,
-                        "sequence",
+                        ObjectType::Sequence,
                         name,
                         Some(x),
                         Some(y),
                     );
                 }
-                out.ownership("sequence", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+                out.ownership(
+                    ObjectType::Sequence,
+                    name,
+                    (&e.owner, &a.owner),
+                    (&e.acl, &a.acl),
+                );
             }
         }
     }
@@ -370,23 +492,34 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingType,
-                "type",
+                ObjectType::Type,
                 name,
                 Some(describe(e)),
                 None,
             ),
-            Side::Extra(a) => out.push(DriftKind::ExtraType, "type", name, None, Some(describe(a))),
+            Side::Extra(a) => out.push(
+                DriftKind::ExtraType,
+                ObjectType::Type,
+                name,
+                None,
+                Some(describe(a)),
+            ),
             Side::Both(e, a) => {
                 if e.kind != a.kind || e.definition != a.definition {
                     out.push(
                         DriftKind::TypeChanged,
-                        "type",
+                        ObjectType::Type,
                         name,
                         Some(describe(e)),
                         Some(describe(a)),
                     );
                 }
-                out.ownership("type", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+                out.ownership(
+                    ObjectType::Type,
+                    name,
+                    (&e.owner, &a.owner),
+                    (&e.acl, &a.acl),
+                );
             }
         }
     }
@@ -402,14 +535,14 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingExtension,
-                "extension",
+                ObjectType::Extension,
                 name,
                 Some(describe(e, versions)),
                 None,
             ),
             Side::Extra(a) => out.push(
                 DriftKind::ExtraExtension,
-                "extension",
+                ObjectType::Extension,
                 name,
                 None,
                 Some(describe(a, versions)),
@@ -418,7 +551,7 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
                 if describe(e, versions) != describe(a, versions) {
                     out.push(
                         DriftKind::ExtensionChanged,
-                        "extension",
+                        ObjectType::Extension,
                         name,
                         Some(describe(e, versions)),
                         Some(describe(a, versions)),
@@ -439,7 +572,7 @@ impl Differences {
     fn push(
         &mut self,
         kind: DriftKind,
-        object_type: &'static str,
+        object_type: ObjectType,
         object: &str,
         expected: Option<String>,
         actual: Option<String>,
@@ -455,7 +588,7 @@ impl Differences {
 
     fn ownership(
         &mut self,
-        object_type: &'static str,
+        object_type: ObjectType,
         object: &str,
         owners: (&String, &String),
         acls: (&Option<String>, &Option<String>),
@@ -484,7 +617,11 @@ impl Differences {
     }
 
     fn relation(&mut self, name: &str, e: &Relation, a: &Relation) {
-        let object_type = if is_view(e) { "view" } else { "table" };
+        let object_type = if is_view(e) {
+            ObjectType::View
+        } else {
+            ObjectType::Table
+        };
         if is_view(e) || is_view(a) {
             if e.kind != a.kind || e.definition != a.definition {
                 let describe = |r: &Relation| {
@@ -519,14 +656,14 @@ impl Differences {
             match side {
                 Side::Missing(x) => self.push(
                     DriftKind::MissingColumn,
-                    "column",
+                    ObjectType::Column,
                     &object,
                     Some(describe_column(x)),
                     None,
                 ),
                 Side::Extra(y) => self.push(
                     DriftKind::ExtraColumn,
-                    "column",
+                    ObjectType::Column,
                     &object,
                     None,
                     Some(describe_column(y)),
@@ -542,7 +679,7 @@ impl Differences {
                     DriftKind::ExtraConstraint,
                     DriftKind::ConstraintChanged,
                 ],
-                "constraint",
+                ObjectType::Constraint,
                 &format!("{name}.{constraint}"),
                 side,
                 describe,
@@ -562,7 +699,7 @@ impl Differences {
                     DriftKind::ExtraIndex,
                     DriftKind::IndexChanged,
                 ],
-                "index",
+                ObjectType::Index,
                 &format!("{name}.{index}"),
                 side,
                 describe,
@@ -582,7 +719,7 @@ impl Differences {
                     DriftKind::ExtraTrigger,
                     DriftKind::TriggerChanged,
                 ],
-                "trigger",
+                ObjectType::Trigger,
                 &format!("{name}.{trigger}"),
                 side,
                 describe,
@@ -594,7 +731,7 @@ impl Differences {
     fn part<T>(
         &mut self,
         [missing, extra, changed]: [DriftKind; 3],
-        object_type: &'static str,
+        object_type: ObjectType,
         object: &str,
         side: Side<'_, T>,
         describe: impl Fn(&T) -> String,
@@ -615,7 +752,7 @@ impl Differences {
         if e.data_type != a.data_type {
             self.push(
                 DriftKind::ColumnTypeChanged,
-                "column",
+                ObjectType::Column,
                 object,
                 Some(e.data_type.clone()),
                 Some(a.data_type.clone()),
@@ -625,7 +762,7 @@ impl Differences {
             let text = |not_null: bool| if not_null { "NOT NULL" } else { "NULL" }.to_owned();
             self.push(
                 DriftKind::NullabilityChanged,
-                "column",
+                ObjectType::Column,
                 object,
                 Some(text(e.not_null)),
                 Some(text(a.not_null)),
@@ -634,7 +771,7 @@ impl Differences {
         if e.default != a.default {
             self.push(
                 DriftKind::DefaultChanged,
-                "column",
+                ObjectType::Column,
                 object,
                 e.default.clone(),
                 a.default.clone(),
@@ -668,7 +805,13 @@ impl Differences {
             .map(|((label, x), (_, y))| (label, x, y))
             .collect::<Vec<_>>();
         if let Some((x, y)) = differing(&attrs) {
-            self.push(DriftKind::ColumnChanged, "column", object, Some(x), Some(y));
+            self.push(
+                DriftKind::ColumnChanged,
+                ObjectType::Column,
+                object,
+                Some(x),
+                Some(y),
+            );
         }
     }
 }
@@ -1240,6 +1383,20 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), DriftKind::ALL.len());
+    }
+
+    #[test]
+    fn the_report_spells_each_value_as_its_name() {
+        let json = |value: serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+        for kind in DriftKind::ALL {
+            assert_eq!(json(serde_json::json!(kind)), kind.as_str());
+        }
+        for object_type in ObjectType::ALL {
+            assert_eq!(json(serde_json::json!(object_type)), object_type.as_str());
+        }
+        for aspect in Aspect::ALL {
+            assert_eq!(json(serde_json::json!(aspect)), aspect.as_str());
+        }
     }
 
     #[test]

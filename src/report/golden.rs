@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::drift::{Aspect, DriftKind, ObjectType};
 use crate::error::MigrationFailure;
 
 fn golden_path(file: &str) -> PathBuf {
@@ -58,9 +59,14 @@ fn done(version: Option<&str>, description: &str, script: &str, ms: i64) -> Appl
     }
 }
 
-fn drift_item(kind: &str, object: &str, expected: Option<&str>, actual: Option<&str>) -> DriftItem {
+fn drift_item(
+    kind: DriftKind,
+    object: &str,
+    expected: Option<&str>,
+    actual: Option<&str>,
+) -> DriftItem {
     DriftItem {
-        kind: kind.into(),
+        kind,
         object: object.into(),
         expected: expected.map(str::to_owned),
         actual: actual.map(str::to_owned),
@@ -68,18 +74,18 @@ fn drift_item(kind: &str, object: &str, expected: Option<&str>, actual: Option<&
 }
 
 fn change(
-    change: &str,
-    object_type: &str,
+    change: SchemaChangeKind,
+    object_type: ObjectType,
     object: &str,
-    aspect: Option<&str>,
+    aspect: Option<Aspect>,
     before: Option<&str>,
     after: Option<&str>,
 ) -> SchemaChange {
     SchemaChange {
-        change: change.into(),
-        object_type: object_type.into(),
+        change,
+        object_type,
         object: object.into(),
-        aspect: aspect.map(str::to_owned),
+        aspect,
         before: before.map(str::to_owned),
         after: after.map(str::to_owned),
     }
@@ -102,73 +108,73 @@ fn reached(action: &str, dry_run: bool) -> Report {
 fn every_drift_shape() -> Vec<DriftItem> {
     vec![
         drift_item(
-            "extra_column",
+            DriftKind::ExtraColumn,
             "public.users.nickname",
             None,
             Some("character varying(20) NOT NULL DEFAULT 'x'::character varying"),
         ),
         drift_item(
-            "nullability_changed",
+            DriftKind::NullabilityChanged,
             "public.users.email",
             Some("NOT NULL"),
             Some("NULL"),
         ),
         drift_item(
-            "default_changed",
+            DriftKind::DefaultChanged,
             "public.users.role",
             Some("'student'::character varying"),
             None,
         ),
         drift_item(
-            "missing_index",
+            DriftKind::MissingIndex,
             "public.users.users_email_idx",
             Some("CREATE INDEX users_email_idx ON public.users USING btree (email)"),
             None,
         ),
         drift_item(
-            "extra_index",
+            DriftKind::ExtraIndex,
             "public.\"Odd.Name\".\"idx.1\"",
             None,
             Some("CREATE UNIQUE INDEX \"idx.1\" ON public.\"Odd.Name\" USING btree (id) (INVALID)"),
         ),
         drift_item(
-            "view_changed",
+            DriftKind::ViewChanged,
             "public.user_ids",
             Some(" SELECT users.id\n   FROM public.users;"),
             Some(" SELECT users.email\n   FROM public.users;"),
         ),
         drift_item(
-            "extra_table",
+            DriftKind::ExtraTable,
             "public.audit",
             None,
             Some("table (1 column)"),
         ),
         drift_item(
-            "missing_table",
+            DriftKind::MissingTable,
             "public.old",
             Some("table (3 columns)"),
             None,
         ),
         drift_item(
-            "function_changed",
+            DriftKind::FunctionChanged,
             "public.f(numeric(5,2))",
             Some("body sha256 aaaaaaaaaaaa"),
             Some("body sha256 bbbbbbbbbbbb"),
         ),
         drift_item(
-            "owner_changed",
+            DriftKind::OwnerChanged,
             "public.f(numeric(5,2))",
             Some("app"),
             Some("postgres"),
         ),
         drift_item(
-            "grants_changed",
+            DriftKind::GrantsChanged,
             "public.users",
             None,
             Some("app=arwdDxt/app,report=r/app"),
         ),
         drift_item(
-            "extension_changed",
+            DriftKind::ExtensionChanged,
             "pg_trgm",
             Some("schema public, version 1.6"),
             Some("schema public, version 1.5"),
@@ -179,58 +185,58 @@ fn every_drift_shape() -> Vec<DriftItem> {
 fn every_change_shape() -> Vec<SchemaChange> {
     vec![
         change(
-            "create",
-            "table",
+            SchemaChangeKind::Create,
+            ObjectType::Table,
             "public.progress_records",
             None,
             None,
             Some("table (4 columns)"),
         ),
         change(
-            "create",
-            "column",
+            SchemaChangeKind::Create,
+            ObjectType::Column,
             "public.quiz_sessions.difficulty_level",
             None,
             None,
             Some("integer NOT NULL DEFAULT 1"),
         ),
         change(
-            "alter",
-            "column",
+            SchemaChangeKind::Alter,
+            ObjectType::Column,
             "public.users.email",
-            Some("type"),
+            Some(Aspect::Type),
             Some("text"),
             Some("citext"),
         ),
         change(
-            "drop",
-            "index",
+            SchemaChangeKind::Drop,
+            ObjectType::Index,
             "public.users.users_email_idx",
             None,
             Some("CREATE INDEX users_email_idx ON public.users USING btree (email)"),
             None,
         ),
         change(
-            "alter",
-            "view",
+            SchemaChangeKind::Alter,
+            ObjectType::View,
             "public.user_ids",
-            Some("definition"),
+            Some(Aspect::Definition),
             Some(" SELECT users.id\n   FROM public.users;"),
             Some(" SELECT users.id,\n    users.email\n   FROM public.users;"),
         ),
         change(
-            "create",
-            "function",
+            SchemaChangeKind::Create,
+            ObjectType::Function,
             "public.touch()",
             None,
             None,
             Some("function () returns trigger language plpgsql volatile"),
         ),
         change(
-            "alter",
-            "sequence",
+            SchemaChangeKind::Alter,
+            ObjectType::Sequence,
             "public.ticket_seq",
-            Some("owner"),
+            Some(Aspect::Owner),
             Some("app"),
             Some("postgres"),
         ),
@@ -320,8 +326,8 @@ fn rollback() {
         ),
     ]);
     report.schema_changes = Some(vec![change(
-        "drop",
-        "table",
+        SchemaChangeKind::Drop,
+        ObjectType::Table,
         "public.quiz_analytics",
         None,
         Some("table (2 columns)"),
@@ -342,26 +348,42 @@ fn status() {
         "add quiz analytics",
         "0003_add_quiz_analytics.sql",
     )];
-    let row = |version: Option<&str>, state: &str, script: &str, ran: bool| MigrationStatus {
-        version: version.map(str::to_owned),
-        description: script.trim_end_matches(".sql").replace('_', " "),
-        script: script.into(),
-        state: state.into(),
-        applied_at: ran.then(|| "2024-05-01 10:00:00+00".to_owned()),
-        applied_by: ran.then(|| "app (slipway 0.1.0)".to_owned()),
-        duration_ms: ran.then_some(11),
-    };
+    let row =
+        |version: Option<&str>, state: MigrationState, script: &str, ran: bool| MigrationStatus {
+            version: version.map(str::to_owned),
+            description: script.trim_end_matches(".sql").replace('_', " "),
+            script: script.into(),
+            state,
+            applied_at: ran.then(|| "2024-05-01 10:00:00+00".to_owned()),
+            applied_by: ran.then(|| "app (slipway 0.1.0)".to_owned()),
+            duration_ms: ran.then_some(11),
+        };
     report.migrations = Some(vec![
-        row(Some("0001"), "applied", "0001_create_users.sql", true),
-        row(Some("0002"), "modified", "0002_index_level.sql", true),
+        row(
+            Some("0001"),
+            MigrationState::Applied,
+            "0001_create_users.sql",
+            true,
+        ),
+        row(
+            Some("0002"),
+            MigrationState::Modified,
+            "0002_index_level.sql",
+            true,
+        ),
         row(
             Some("0003"),
-            "pending",
+            MigrationState::Pending,
             "0003_add_quiz_analytics.sql",
             false,
         ),
-        row(None, "applied", "repeatable/progress_view.sql", true),
-        row(Some("0009"), "unknown", "", false),
+        row(
+            None,
+            MigrationState::Applied,
+            "repeatable/progress_view.sql",
+            true,
+        ),
+        row(Some("0009"), MigrationState::Unknown, "", false),
     ]);
     expect_report("status", &report);
 }
@@ -394,13 +416,13 @@ fn verify() {
                     .into(),
             ],
             rollback_drift: vec![drift_item(
-                "extra_index",
+                DriftKind::ExtraIndex,
                 "public.quiz_sessions.idx_quiz_sessions_level",
                 None,
                 Some("CREATE INDEX idx_quiz_sessions_level ON public.quiz_sessions USING btree (level)"),
             )],
             reapply_drift: vec![drift_item(
-                "index_changed",
+                DriftKind::IndexChanged,
                 "public.quiz_sessions.idx_quiz_sessions_level",
                 Some("CREATE INDEX idx_quiz_sessions_level ON public.quiz_sessions USING btree (level)"),
                 Some("CREATE INDEX idx_quiz_sessions_level ON public.quiz_sessions USING btree (level) (INVALID)"),

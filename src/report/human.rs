@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{DriftItem, Report, SchemaChange};
-use crate::drift::{Change, DriftKind};
+use super::{DriftItem, Report, SchemaChange, SchemaChangeKind};
+use crate::drift::{Aspect, Change, DriftKind};
 
 impl Report {
     /// Human-readable text; ANSI colour when `color` is set (a TTY).
@@ -48,7 +48,7 @@ impl Report {
                 .map(|m| {
                     [
                         m.version.clone().unwrap_or_else(|| "R".into()),
-                        m.state.clone(),
+                        m.state.as_str().to_owned(),
                         m.description.clone(),
                         m.applied_at.clone().unwrap_or_default(),
                         m.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
@@ -340,10 +340,10 @@ fn split_name(object: &str) -> Vec<&str> {
     parts
 }
 
-/// The heading an item is shown under (its table, for columns, constraints,
-/// indexes and triggers; else the object itself) and the rest of its name.
-pub fn group_of(kind: &str, object: &str) -> (String, String) {
-    let table_part = DriftKind::parse(kind).is_some_and(DriftKind::is_table_part);
+/// The heading an item is shown under (its table, for a `table_part`: a
+/// column, constraint, index or trigger; else the object itself) and the
+/// rest of its name.
+fn group_of(table_part: bool, object: &str) -> (String, String) {
     let parts = split_name(object);
     // A function signature may hold dots in its argument types; only table
     // parts are split.
@@ -364,34 +364,27 @@ struct Line {
 
 /// Drift items grouped by table, like a diff: `-` missing, `+` extra, `~`
 /// changed (expected → found).
-pub fn render_drift(items: &[DriftItem], color: bool) -> String {
+fn render_drift(items: &[DriftItem], color: bool) -> String {
     let lines = items.iter().map(|item| {
-        let kind = DriftKind::parse(&item.kind);
-        let (group, member) = group_of(&item.kind, &item.object);
-        let word = kind.map_or("", |k| object_word(k, &item.object));
-        let aspect = kind
-            .and_then(DriftKind::aspect)
-            .filter(|a| *a != "definition");
-        let label = [word, member.as_str(), aspect.unwrap_or("")]
+        let (group, member) = group_of(item.kind.is_table_part(), &item.object);
+        let word = object_word(item.kind, &item.object);
+        let aspect = shown_aspect(item.kind.aspect());
+        let label = [word, member.as_str(), aspect]
             .iter()
             .filter(|s| !s.is_empty())
             .copied()
             .collect::<Vec<_>>()
             .join(" ");
-        let sign = match kind.map(DriftKind::change) {
-            Some(Change::Missing) => '-',
-            Some(Change::Extra) => '+',
-            _ => '~',
+        let sign = match item.kind.change() {
+            Change::Missing => '-',
+            Change::Extra => '+',
+            Change::Changed => '~',
         };
         (
             group,
             Line {
                 sign,
-                label: if label.is_empty() {
-                    item.kind.clone()
-                } else {
-                    label
-                },
+                label,
                 before: item.expected.clone(),
                 after: item.actual.clone(),
             },
@@ -401,36 +394,20 @@ pub fn render_drift(items: &[DriftItem], color: bool) -> String {
 }
 
 /// Dry-run schema changes grouped by table: `+` create, `-` drop, `~` alter.
-pub fn render_changes(changes: &[SchemaChange], color: bool) -> String {
+fn render_changes(changes: &[SchemaChange], color: bool) -> String {
     let lines = changes.iter().map(|c| {
-        let (group, member) = if matches!(
-            c.object_type.as_str(),
-            "column" | "constraint" | "index" | "trigger"
-        ) {
-            let parts = split_name(&c.object);
-            if parts.len() >= 3 {
-                (parts[..2].join("."), parts[2..].join("."))
-            } else {
-                (c.object.clone(), String::new())
-            }
-        } else {
-            (c.object.clone(), String::new())
-        };
-        let aspect = c
-            .aspect
-            .as_deref()
-            .filter(|a| *a != "definition")
-            .unwrap_or("");
+        let (group, member) = group_of(c.object_type.is_table_part(), &c.object);
+        let aspect = shown_aspect(c.aspect);
         let label = [c.object_type.as_str(), member.as_str(), aspect]
             .iter()
             .filter(|s| !s.is_empty())
             .copied()
             .collect::<Vec<_>>()
             .join(" ");
-        let sign = match c.change.as_str() {
-            "create" => '+',
-            "drop" => '-',
-            _ => '~',
+        let sign = match c.change {
+            SchemaChangeKind::Create => '+',
+            SchemaChangeKind::Drop => '-',
+            SchemaChangeKind::Alter => '~',
         };
         (
             group,
@@ -443,6 +420,14 @@ pub fn render_changes(changes: &[SchemaChange], color: bool) -> String {
         )
     });
     render_grouped(lines, color)
+}
+
+/// The aspect named in a line: none for the definition as a whole, which
+/// the values show.
+fn shown_aspect(aspect: Option<Aspect>) -> &'static str {
+    aspect
+        .filter(|a| *a != Aspect::Definition)
+        .map_or("", Aspect::as_str)
 }
 
 fn object_word(kind: DriftKind, object: &str) -> &'static str {
@@ -553,7 +538,7 @@ fn line_diff(before: &str, after: &str, paint: &dyn Fn(&str, &str) -> String) ->
 mod tests {
     use super::*;
     use crate::drift::fixtures::{self, base, column, users};
-    use crate::drift::{diff, DiffOptions};
+    use crate::drift::{diff, DiffOptions, ObjectType};
     use crate::error::Error;
 
     #[test]
@@ -593,19 +578,28 @@ mod tests {
     #[test]
     fn objects_group_under_their_table() {
         assert_eq!(
-            group_of("missing_column", "public.users.email"),
+            group_of(
+                DriftKind::MissingColumn.is_table_part(),
+                "public.users.email"
+            ),
             ("public.users".into(), "email".into())
         );
         assert_eq!(
-            group_of("extra_index", "public.\"Odd.Name\".\"idx.1\""),
+            group_of(
+                DriftKind::ExtraIndex.is_table_part(),
+                "public.\"Odd.Name\".\"idx.1\""
+            ),
             ("public.\"Odd.Name\"".into(), "\"idx.1\"".into())
         );
         assert_eq!(
-            group_of("function_changed", "public.f(numeric(5,2))"),
+            group_of(
+                DriftKind::FunctionChanged.is_table_part(),
+                "public.f(numeric(5,2))"
+            ),
             ("public.f(numeric(5,2))".into(), String::new())
         );
         assert_eq!(
-            group_of("extra_table", "public.users"),
+            group_of(DriftKind::ExtraTable.is_table_part(), "public.users"),
             ("public.users".into(), String::new())
         );
     }
@@ -666,10 +660,10 @@ mod tests {
         .map(SchemaChange::from)
         .collect();
         assert_eq!(changes.len(), 2);
-        assert_eq!(changes[0].change, "create");
-        assert_eq!(changes[0].object_type, "table");
-        assert_eq!(changes[1].change, "alter");
-        assert_eq!(changes[1].aspect.as_deref(), Some("type"));
+        assert_eq!(changes[0].change, SchemaChangeKind::Create);
+        assert_eq!(changes[0].object_type, ObjectType::Table);
+        assert_eq!(changes[1].change, SchemaChangeKind::Alter);
+        assert_eq!(changes[1].aspect, Some(Aspect::Type));
         assert_eq!(changes[1].before.as_deref(), Some("text"));
         let text = render_changes(&changes, false);
         assert!(

@@ -8,10 +8,12 @@
 //! side, so that [`crate::drift`] needs nothing from the report; the human
 //! rendering the CLI prints by default lives in `human.rs`.
 
+use std::fmt;
+
 use serde::Serialize;
 
-use crate::drift::{Change, Difference};
-use crate::error::Error;
+use crate::drift::{Aspect, Change, Difference, DriftKind, ObjectType};
+use crate::error::{Error, ErrorCode};
 
 mod human;
 
@@ -111,7 +113,7 @@ pub struct AppliedMigration {
 /// One difference between the live catalog and the recorded snapshot.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DriftItem {
-    pub kind: String,
+    pub kind: DriftKind,
     pub object: String,
     pub expected: Option<String>,
     pub actual: Option<String>,
@@ -120,16 +122,46 @@ pub struct DriftItem {
 /// One change an apply made (or, for a dry run, would make) to the schema.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SchemaChange {
-    /// `create`, `drop` or `alter`.
-    pub change: String,
-    /// `table`, `view`, `column`, `constraint`, `index`, `trigger`,
-    /// `function`, `sequence`, `type` or `extension`.
-    pub object_type: String,
+    pub change: SchemaChangeKind,
+    pub object_type: ObjectType,
     pub object: String,
-    /// For `alter`: `type`, `nullability`, `default`, `owner`, `grants` or `definition`.
-    pub aspect: Option<String>,
+    /// For `alter`: what part of the object.
+    pub aspect: Option<Aspect>,
     pub before: Option<String>,
     pub after: Option<String>,
+}
+
+/// What a [`SchemaChange`] does to its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaChangeKind {
+    Create,
+    Drop,
+    Alter,
+}
+
+impl SchemaChangeKind {
+    /// Every kind of change.
+    pub const ALL: [SchemaChangeKind; 3] = [
+        SchemaChangeKind::Create,
+        SchemaChangeKind::Drop,
+        SchemaChangeKind::Alter,
+    ];
+
+    /// The change as it appears in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaChangeKind::Create => "create",
+            SchemaChangeKind::Drop => "drop",
+            SchemaChangeKind::Alter => "alter",
+        }
+    }
+}
+
+impl fmt::Display for SchemaChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An applied migration whose file changed since it ran.
@@ -154,17 +186,57 @@ pub struct MigrationStatus {
     pub version: Option<String>,
     pub description: String,
     pub script: String,
-    /// `applied`, `pending`, `modified` or `unknown`.
-    pub state: String,
+    pub state: MigrationState,
     pub applied_at: Option<String>,
     pub applied_by: Option<String>,
     pub duration_ms: Option<i64>,
 }
 
+/// Where a migration of `status` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    /// Recorded in the history, and its file unchanged.
+    Applied,
+    /// Not run yet (or to run again: a repeatable script that changed, a
+    /// version rolled back).
+    Pending,
+    /// Recorded, but its file changed since it ran.
+    Modified,
+    /// Recorded, but no migration file describes it.
+    Unknown,
+}
+
+impl MigrationState {
+    /// Every state.
+    pub const ALL: [MigrationState; 4] = [
+        MigrationState::Applied,
+        MigrationState::Pending,
+        MigrationState::Modified,
+        MigrationState::Unknown,
+    ];
+
+    /// The state as it appears in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationState::Applied => "applied",
+            MigrationState::Pending => "pending",
+            MigrationState::Modified => "modified",
+            MigrationState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for MigrationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The report's `error` object.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReportError {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     pub detail: serde_json::Value,
 }
@@ -172,7 +244,7 @@ pub struct ReportError {
 impl From<&Error> for ReportError {
     fn from(error: &Error) -> ReportError {
         ReportError {
-            code: error.code().as_str().to_owned(),
+            code: error.code(),
             message: error.to_string(),
             detail: error.detail(),
         }
@@ -183,7 +255,7 @@ impl From<&Error> for ReportError {
 impl From<&Difference> for DriftItem {
     fn from(d: &Difference) -> DriftItem {
         DriftItem {
-            kind: d.kind.as_str().to_owned(),
+            kind: d.kind,
             object: d.object.clone(),
             expected: d.expected.clone(),
             actual: d.actual.clone(),
@@ -197,14 +269,13 @@ impl From<&Difference> for SchemaChange {
     fn from(d: &Difference) -> SchemaChange {
         SchemaChange {
             change: match d.kind.change() {
-                Change::Missing => "drop",
-                Change::Extra => "create",
-                Change::Changed => "alter",
-            }
-            .to_owned(),
-            object_type: d.object_type.to_owned(),
+                Change::Missing => SchemaChangeKind::Drop,
+                Change::Extra => SchemaChangeKind::Create,
+                Change::Changed => SchemaChangeKind::Alter,
+            },
+            object_type: d.object_type,
             object: d.object.clone(),
-            aspect: d.kind.aspect().map(str::to_owned),
+            aspect: d.kind.aspect(),
             before: d.expected.clone(),
             after: d.actual.clone(),
         }
@@ -321,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn the_report_spells_each_value_as_its_name() {
+        let json = |value: serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+        for change in SchemaChangeKind::ALL {
+            assert_eq!(json(serde_json::json!(change)), change.as_str());
+        }
+        for state in MigrationState::ALL {
+            assert_eq!(json(serde_json::json!(state)), state.as_str());
+        }
+    }
+
+    #[test]
     fn exit_codes() {
         let mut report = Report::new("validate", false);
         assert_eq!(report.exit_code(), 2);
@@ -357,13 +439,13 @@ mod tests {
             items,
             [
                 DriftItem {
-                    kind: "nullability_changed".into(),
+                    kind: DriftKind::NullabilityChanged,
                     object: "public.users.email".into(),
                     expected: Some("NOT NULL".into()),
                     actual: Some("NULL".into()),
                 },
                 DriftItem {
-                    kind: "extra_column".into(),
+                    kind: DriftKind::ExtraColumn,
                     object: "public.users.nickname".into(),
                     expected: None,
                     actual: Some(
