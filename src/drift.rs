@@ -1,7 +1,7 @@
-//! Drift: the differences between two catalog [`Snapshot`]s, as report
-//! items, and their human rendering (grouped by table, read like a diff).
+//! Drift: the differences between two catalog [`Snapshot`]s.
 //!
-//! Pure, so every rule is a unit test. One out-of-band change is one item:
+//! A pure comparison, so every rule is a unit test; it imports nothing from
+//! the report, which turns differences into its items and renders them. One out-of-band change is one item:
 //! a dropped table is `missing_table` (not also a `missing_column` per
 //! column), a dropped `NOT NULL` is `nullability_changed` only.
 //!
@@ -35,13 +35,16 @@
 //! snapshot, which a superuser built in a throw-away cluster.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
 
 use crate::catalog::{Column, Function, Relation, Sequence, Snapshot};
-use crate::report::{DriftItem, SchemaChange};
 
 /// Every kind of drift item. See the module documentation for their meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialised as [`DriftKind::as_str`] (a unit test holds the two together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DriftKind {
     MissingTable,
     ExtraTable,
@@ -189,16 +192,15 @@ impl DriftKind {
         }
     }
 
-    /// What part of a changed object differs, for the dry-run changes:
-    /// `type`, `nullability`, `default`, `owner`, `grants` or `definition`.
-    pub fn aspect(self) -> Option<&'static str> {
+    /// What part of a changed object differs, for the dry-run changes.
+    pub fn aspect(self) -> Option<Aspect> {
         match self {
-            DriftKind::ColumnTypeChanged => Some("type"),
-            DriftKind::NullabilityChanged => Some("nullability"),
-            DriftKind::DefaultChanged => Some("default"),
-            DriftKind::OwnerChanged => Some("owner"),
-            DriftKind::GrantsChanged => Some("grants"),
-            _ if self.change() == Change::Changed => Some("definition"),
+            DriftKind::ColumnTypeChanged => Some(Aspect::Type),
+            DriftKind::NullabilityChanged => Some(Aspect::Nullability),
+            DriftKind::DefaultChanged => Some(Aspect::Default),
+            DriftKind::OwnerChanged => Some(Aspect::Owner),
+            DriftKind::GrantsChanged => Some(Aspect::Grants),
+            _ if self.change() == Change::Changed => Some(Aspect::Definition),
             _ => None,
         }
     }
@@ -227,46 +229,125 @@ impl DriftKind {
     }
 }
 
+impl fmt::Display for DriftKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of object a difference is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectType {
+    Table,
+    View,
+    Column,
+    Constraint,
+    Index,
+    Trigger,
+    Function,
+    Sequence,
+    Type,
+    Extension,
+}
+
+impl ObjectType {
+    /// Every object type.
+    pub const ALL: [ObjectType; 10] = [
+        ObjectType::Table,
+        ObjectType::View,
+        ObjectType::Column,
+        ObjectType::Constraint,
+        ObjectType::Index,
+        ObjectType::Trigger,
+        ObjectType::Function,
+        ObjectType::Sequence,
+        ObjectType::Type,
+        ObjectType::Extension,
+    ];
+
+    /// The object type as it appears in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectType::Table => "table",
+            ObjectType::View => "view",
+            ObjectType::Column => "column",
+            ObjectType::Constraint => "constraint",
+            ObjectType::Index => "index",
+            ObjectType::Trigger => "trigger",
+            ObjectType::Function => "function",
+            ObjectType::Sequence => "sequence",
+            ObjectType::Type => "type",
+            ObjectType::Extension => "extension",
+        }
+    }
+
+    /// Whether the object is `schema.table.member`, shown under its table.
+    pub fn is_table_part(self) -> bool {
+        matches!(
+            self,
+            ObjectType::Column | ObjectType::Constraint | ObjectType::Index | ObjectType::Trigger
+        )
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What part of a changed object differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aspect {
+    Type,
+    Nullability,
+    Default,
+    Owner,
+    Grants,
+    /// Anything else: the object's definition as a whole.
+    Definition,
+}
+
+impl Aspect {
+    /// Every aspect.
+    pub const ALL: [Aspect; 6] = [
+        Aspect::Type,
+        Aspect::Nullability,
+        Aspect::Default,
+        Aspect::Owner,
+        Aspect::Grants,
+        Aspect::Definition,
+    ];
+
+    /// The aspect as it appears in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aspect::Type => "type",
+            Aspect::Nullability => "nullability",
+            Aspect::Default => "default",
+            Aspect::Owner => "owner",
+            Aspect::Grants => "grants",
+            Aspect::Definition => "definition",
+        }
+    }
+}
+
+impl fmt::Display for Aspect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One difference between a reference snapshot and the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
     pub kind: DriftKind,
-    /// `table`, `view`, `column`, `constraint`, `index`, `trigger`,
-    /// `function`, `sequence`, `type` or `extension`.
-    pub object_type: &'static str,
+    pub object_type: ObjectType,
     pub object: String,
     pub expected: Option<String>,
     pub actual: Option<String>,
-}
-
-impl Difference {
-    /// The report's drift item.
-    pub fn to_item(&self) -> DriftItem {
-        DriftItem {
-            kind: self.kind.as_str().to_owned(),
-            object: self.object.clone(),
-            expected: self.expected.clone(),
-            actual: self.actual.clone(),
-        }
-    }
-
-    /// The same difference read as a change a dry run would make, when the
-    /// reference is the schema before and the database the schema after.
-    pub fn to_change(&self) -> SchemaChange {
-        SchemaChange {
-            change: match self.kind.change() {
-                Change::Missing => "drop",
-                Change::Extra => "create",
-                Change::Changed => "alter",
-            }
-            .to_owned(),
-            object_type: self.object_type.to_owned(),
-            object: self.object.clone(),
-            aspect: self.kind.aspect().map(str::to_owned),
-            before: self.expected.clone(),
-            after: self.actual.clone(),
-        }
-    }
 }
 
 /// What a comparison looks at.
@@ -289,17 +370,17 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => {
                 let (kind, object_type) = if is_view(e) {
-                    (DriftKind::MissingView, "view")
+                    (DriftKind::MissingView, ObjectType::View)
                 } else {
-                    (DriftKind::MissingTable, "table")
+                    (DriftKind::MissingTable, ObjectType::Table)
                 };
                 out.push(kind, object_type, name, Some(describe_relation(e)), None);
             }
             Side::Extra(a) => {
                 let (kind, object_type) = if is_view(a) {
-                    (DriftKind::ExtraView, "view")
+                    (DriftKind::ExtraView, ObjectType::View)
                 } else {
-                    (DriftKind::ExtraTable, "table")
+                    (DriftKind::ExtraTable, ObjectType::Table)
                 };
                 out.push(kind, object_type, name, None, Some(describe_relation(a)));
             }
@@ -310,14 +391,14 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingFunction,
-                "function",
+                ObjectType::Function,
                 name,
                 Some(describe_function(e)),
                 None,
             ),
             Side::Extra(a) => out.push(
                 DriftKind::ExtraFunction,
-                "function",
+                ObjectType::Function,
                 name,
                 None,
                 Some(describe_function(a)),
@@ -351,13 +432,18 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
                 if let Some((x, y)) = differing(&attrs) {
                     out.push(
                         DriftKind::FunctionChanged,
-                        "function",
+                        ObjectType::Function,
                         name,
                         Some(x),
                         Some(y),
                     );
                 }
-                out.ownership("function", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+                out.ownership(
+                    ObjectType::Function,
+                    name,
+                    (&e.owner, &a.owner),
+                    (&e.acl, &a.acl),
+                );
             }
         }
     }
@@ -365,14 +451,14 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingSequence,
-                "sequence",
+                ObjectType::Sequence,
                 name,
                 Some(describe_sequence(e)),
                 None,
             ),
             Side::Extra(a) => out.push(
                 DriftKind::ExtraSequence,
-                "sequence",
+                ObjectType::Sequence,
                 name,
                 None,
                 Some(describe_sequence(a)),
@@ -386,13 +472,18 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
                 if let Some((x, y)) = differing(&attrs) {
                     out.push(
                         DriftKind::SequenceChanged,
-                        "sequence",
+                        ObjectType::Sequence,
                         name,
                         Some(x),
                         Some(y),
                     );
                 }
-                out.ownership("sequence", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+                out.ownership(
+                    ObjectType::Sequence,
+                    name,
+                    (&e.owner, &a.owner),
+                    (&e.acl, &a.acl),
+                );
             }
         }
     }
@@ -401,23 +492,34 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingType,
-                "type",
+                ObjectType::Type,
                 name,
                 Some(describe(e)),
                 None,
             ),
-            Side::Extra(a) => out.push(DriftKind::ExtraType, "type", name, None, Some(describe(a))),
+            Side::Extra(a) => out.push(
+                DriftKind::ExtraType,
+                ObjectType::Type,
+                name,
+                None,
+                Some(describe(a)),
+            ),
             Side::Both(e, a) => {
                 if e.kind != a.kind || e.definition != a.definition {
                     out.push(
                         DriftKind::TypeChanged,
-                        "type",
+                        ObjectType::Type,
                         name,
                         Some(describe(e)),
                         Some(describe(a)),
                     );
                 }
-                out.ownership("type", name, (&e.owner, &a.owner), (&e.acl, &a.acl));
+                out.ownership(
+                    ObjectType::Type,
+                    name,
+                    (&e.owner, &a.owner),
+                    (&e.acl, &a.acl),
+                );
             }
         }
     }
@@ -433,14 +535,14 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingExtension,
-                "extension",
+                ObjectType::Extension,
                 name,
                 Some(describe(e, versions)),
                 None,
             ),
             Side::Extra(a) => out.push(
                 DriftKind::ExtraExtension,
-                "extension",
+                ObjectType::Extension,
                 name,
                 None,
                 Some(describe(a, versions)),
@@ -449,7 +551,7 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
                 if describe(e, versions) != describe(a, versions) {
                     out.push(
                         DriftKind::ExtensionChanged,
-                        "extension",
+                        ObjectType::Extension,
                         name,
                         Some(describe(e, versions)),
                         Some(describe(a, versions)),
@@ -470,7 +572,7 @@ impl Differences {
     fn push(
         &mut self,
         kind: DriftKind,
-        object_type: &'static str,
+        object_type: ObjectType,
         object: &str,
         expected: Option<String>,
         actual: Option<String>,
@@ -486,7 +588,7 @@ impl Differences {
 
     fn ownership(
         &mut self,
-        object_type: &'static str,
+        object_type: ObjectType,
         object: &str,
         owners: (&String, &String),
         acls: (&Option<String>, &Option<String>),
@@ -515,7 +617,11 @@ impl Differences {
     }
 
     fn relation(&mut self, name: &str, e: &Relation, a: &Relation) {
-        let object_type = if is_view(e) { "view" } else { "table" };
+        let object_type = if is_view(e) {
+            ObjectType::View
+        } else {
+            ObjectType::Table
+        };
         if is_view(e) || is_view(a) {
             if e.kind != a.kind || e.definition != a.definition {
                 let describe = |r: &Relation| {
@@ -550,14 +656,14 @@ impl Differences {
             match side {
                 Side::Missing(x) => self.push(
                     DriftKind::MissingColumn,
-                    "column",
+                    ObjectType::Column,
                     &object,
                     Some(describe_column(x)),
                     None,
                 ),
                 Side::Extra(y) => self.push(
                     DriftKind::ExtraColumn,
-                    "column",
+                    ObjectType::Column,
                     &object,
                     None,
                     Some(describe_column(y)),
@@ -573,7 +679,7 @@ impl Differences {
                     DriftKind::ExtraConstraint,
                     DriftKind::ConstraintChanged,
                 ],
-                "constraint",
+                ObjectType::Constraint,
                 &format!("{name}.{constraint}"),
                 side,
                 describe,
@@ -593,7 +699,7 @@ impl Differences {
                     DriftKind::ExtraIndex,
                     DriftKind::IndexChanged,
                 ],
-                "index",
+                ObjectType::Index,
                 &format!("{name}.{index}"),
                 side,
                 describe,
@@ -613,7 +719,7 @@ impl Differences {
                     DriftKind::ExtraTrigger,
                     DriftKind::TriggerChanged,
                 ],
-                "trigger",
+                ObjectType::Trigger,
                 &format!("{name}.{trigger}"),
                 side,
                 describe,
@@ -625,7 +731,7 @@ impl Differences {
     fn part<T>(
         &mut self,
         [missing, extra, changed]: [DriftKind; 3],
-        object_type: &'static str,
+        object_type: ObjectType,
         object: &str,
         side: Side<'_, T>,
         describe: impl Fn(&T) -> String,
@@ -646,7 +752,7 @@ impl Differences {
         if e.data_type != a.data_type {
             self.push(
                 DriftKind::ColumnTypeChanged,
-                "column",
+                ObjectType::Column,
                 object,
                 Some(e.data_type.clone()),
                 Some(a.data_type.clone()),
@@ -656,7 +762,7 @@ impl Differences {
             let text = |not_null: bool| if not_null { "NOT NULL" } else { "NULL" }.to_owned();
             self.push(
                 DriftKind::NullabilityChanged,
-                "column",
+                ObjectType::Column,
                 object,
                 Some(text(e.not_null)),
                 Some(text(a.not_null)),
@@ -665,7 +771,7 @@ impl Differences {
         if e.default != a.default {
             self.push(
                 DriftKind::DefaultChanged,
-                "column",
+                ObjectType::Column,
                 object,
                 e.default.clone(),
                 a.default.clone(),
@@ -699,7 +805,13 @@ impl Differences {
             .map(|((label, x), (_, y))| (label, x, y))
             .collect::<Vec<_>>();
         if let Some((x, y)) = differing(&attrs) {
-            self.push(DriftKind::ColumnChanged, "column", object, Some(x), Some(y));
+            self.push(
+                DriftKind::ColumnChanged,
+                ObjectType::Column,
+                object,
+                Some(x),
+                Some(y),
+            );
         }
     }
 }
@@ -874,241 +986,13 @@ fn describe_sequence(s: &Sequence) -> String {
         .join(" ")
 }
 
-/// Split an object name at its dots, keeping quoted identifiers whole:
-/// `public."a.b".c` is `public`, `"a.b"`, `c`.
-fn split_name(object: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    for (i, c) in object.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '.' if !quoted => {
-                parts.push(&object[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&object[start..]);
-    parts
-}
-
-/// The heading an item is shown under (its table, for columns, constraints,
-/// indexes and triggers; else the object itself) and the rest of its name.
-pub fn group_of(kind: &str, object: &str) -> (String, String) {
-    let table_part = DriftKind::parse(kind).is_some_and(DriftKind::is_table_part);
-    let parts = split_name(object);
-    // A function signature may hold dots in its argument types; only table
-    // parts are split.
-    if table_part && parts.len() >= 3 {
-        (parts[..2].join("."), parts[2..].join("."))
-    } else {
-        (object.to_owned(), String::new())
-    }
-}
-
-/// One line of the human rendering.
-struct Line {
-    sign: char,
-    label: String,
-    before: Option<String>,
-    after: Option<String>,
-}
-
-/// Drift items grouped by table, like a diff: `-` missing, `+` extra, `~`
-/// changed (expected → found).
-pub fn render_drift(items: &[DriftItem], color: bool) -> String {
-    let lines = items.iter().map(|item| {
-        let kind = DriftKind::parse(&item.kind);
-        let (group, member) = group_of(&item.kind, &item.object);
-        let word = kind.map_or("", |k| object_word(k, &item.object));
-        let aspect = kind
-            .and_then(DriftKind::aspect)
-            .filter(|a| *a != "definition");
-        let label = [word, member.as_str(), aspect.unwrap_or("")]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let sign = match kind.map(DriftKind::change) {
-            Some(Change::Missing) => '-',
-            Some(Change::Extra) => '+',
-            _ => '~',
-        };
-        (
-            group,
-            Line {
-                sign,
-                label: if label.is_empty() {
-                    item.kind.clone()
-                } else {
-                    label
-                },
-                before: item.expected.clone(),
-                after: item.actual.clone(),
-            },
-        )
-    });
-    render_grouped(lines, color)
-}
-
-/// Dry-run schema changes grouped by table: `+` create, `-` drop, `~` alter.
-pub fn render_changes(changes: &[SchemaChange], color: bool) -> String {
-    let lines = changes.iter().map(|c| {
-        let (group, member) = if matches!(
-            c.object_type.as_str(),
-            "column" | "constraint" | "index" | "trigger"
-        ) {
-            let parts = split_name(&c.object);
-            if parts.len() >= 3 {
-                (parts[..2].join("."), parts[2..].join("."))
-            } else {
-                (c.object.clone(), String::new())
-            }
-        } else {
-            (c.object.clone(), String::new())
-        };
-        let aspect = c
-            .aspect
-            .as_deref()
-            .filter(|a| *a != "definition")
-            .unwrap_or("");
-        let label = [c.object_type.as_str(), member.as_str(), aspect]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let sign = match c.change.as_str() {
-            "create" => '+',
-            "drop" => '-',
-            _ => '~',
-        };
-        (
-            group,
-            Line {
-                sign,
-                label,
-                before: c.before.clone(),
-                after: c.after.clone(),
-            },
-        )
-    });
-    render_grouped(lines, color)
-}
-
-fn object_word(kind: DriftKind, object: &str) -> &'static str {
-    use DriftKind as K;
-    match kind {
-        K::MissingTable | K::ExtraTable | K::TableChanged => "table",
-        K::MissingView | K::ExtraView | K::ViewChanged => "view",
-        K::MissingColumn
-        | K::ExtraColumn
-        | K::ColumnTypeChanged
-        | K::NullabilityChanged
-        | K::DefaultChanged
-        | K::ColumnChanged => "column",
-        K::MissingConstraint | K::ExtraConstraint | K::ConstraintChanged => "constraint",
-        K::MissingIndex | K::ExtraIndex | K::IndexChanged => "index",
-        K::MissingTrigger | K::ExtraTrigger | K::TriggerChanged => "trigger",
-        K::MissingFunction | K::ExtraFunction | K::FunctionChanged => "function",
-        K::MissingSequence | K::ExtraSequence | K::SequenceChanged => "sequence",
-        K::MissingType | K::ExtraType | K::TypeChanged => "type",
-        K::MissingExtension | K::ExtraExtension | K::ExtensionChanged => "extension",
-        // The item does not say what kind of object changed owner or
-        // grants; a signature at least shows a function.
-        K::OwnerChanged | K::GrantsChanged if object.contains('(') => "function",
-        K::OwnerChanged | K::GrantsChanged => "",
-    }
-}
-
-fn render_grouped(lines: impl Iterator<Item = (String, Line)>, color: bool) -> String {
-    let paint = crate::report::painter(color);
-    let mut groups: BTreeMap<String, Vec<Line>> = BTreeMap::new();
-    for (group, line) in lines {
-        groups.entry(group).or_default().push(line);
-    }
-    let mut out = String::new();
-    for (group, lines) in groups {
-        let _ = writeln!(out, "  {}", paint("1", &group));
-        for line in lines {
-            let code = match line.sign {
-                '+' => "32",
-                '-' => "31",
-                _ => "33",
-            };
-            let head = format!("{} {}", line.sign, line.label);
-            let multi_line = [&line.before, &line.after]
-                .iter()
-                .any(|v| v.as_deref().is_some_and(|t| t.trim_end().contains('\n')));
-            match line.sign {
-                '+' | '-' if !multi_line => {
-                    let value = if line.sign == '+' {
-                        &line.after
-                    } else {
-                        &line.before
-                    };
-                    let value = value.as_deref().unwrap_or("");
-                    // `+ table (3 columns)`, not `+ table  table (3 columns)`.
-                    if !line.label.is_empty() && value.starts_with(&line.label) {
-                        let whole = format!("{} {value}", line.sign);
-                        let _ = writeln!(out, "    {}", paint(code, &whole));
-                    } else {
-                        let _ = writeln!(out, "    {}  {value}", paint(code, &head));
-                    }
-                }
-                _ if !multi_line => {
-                    let _ = writeln!(
-                        out,
-                        "    {}  {} → {}",
-                        paint(code, &head),
-                        line.before.as_deref().unwrap_or("(none)"),
-                        line.after.as_deref().unwrap_or("(none)")
-                    );
-                }
-                _ => {
-                    let _ = writeln!(out, "    {}", paint(code, &head));
-                    out.push_str(&line_diff(
-                        line.before.as_deref().unwrap_or(""),
-                        line.after.as_deref().unwrap_or(""),
-                        &paint,
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The lines between the common head and tail of two texts, `-` then `+`.
-fn line_diff(before: &str, after: &str, paint: &dyn Fn(&str, &str) -> String) -> String {
-    let a: Vec<&str> = before.trim_end().lines().collect();
-    let b: Vec<&str> = after.trim_end().lines().collect();
-    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let tail = a[head..]
-        .iter()
-        .rev()
-        .zip(b[head..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let mut out = String::new();
-    for line in &a[head..a.len() - tail] {
-        let _ = writeln!(out, "      {}", paint("31", &format!("- {line}")));
-    }
-    for line in &b[head..b.len() - tail] {
-        let _ = writeln!(out, "      {}", paint("32", &format!("+ {line}")));
-    }
-    out
-}
-
+/// Snapshots the diff's tests and the report's rendering tests share.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
     use crate::catalog::{Constraint, Extension, Index, Trigger, TypeDef};
 
-    fn column(data_type: &str, not_null: bool, default: Option<&str>) -> Column {
+    pub(crate) fn column(data_type: &str, not_null: bool, default: Option<&str>) -> Column {
         Column {
             data_type: data_type.into(),
             not_null,
@@ -1119,7 +1003,7 @@ mod tests {
         }
     }
 
-    fn table(columns: &[(&str, Column)]) -> Relation {
+    pub(crate) fn table(columns: &[(&str, Column)]) -> Relation {
         Relation {
             kind: "table".into(),
             unlogged: false,
@@ -1141,7 +1025,7 @@ mod tests {
         }
     }
 
-    fn function(body: &str) -> Function {
+    pub(crate) fn function(body: &str) -> Function {
         Function {
             kind: "function".into(),
             arguments: "x integer".into(),
@@ -1157,7 +1041,7 @@ mod tests {
 
     /// A small schema: users (id, email, role), an index, a check, a view,
     /// a function, a sequence, a type and an extension.
-    fn base() -> Snapshot {
+    pub(crate) fn base() -> Snapshot {
         let mut users = table(&[
             ("id", column("uuid", true, Some("gen_random_uuid()"))),
             ("email", column("text", true, None)),
@@ -1234,15 +1118,22 @@ mod tests {
         s
     }
 
+    pub(crate) fn users(s: &mut Snapshot) -> &mut Relation {
+        s.relations.get_mut("public.users").unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use crate::catalog::Constraint;
+
     fn kinds(expected: &Snapshot, actual: &Snapshot) -> Vec<(String, String)> {
         diff(expected, actual, DiffOptions::default())
             .into_iter()
             .map(|d| (d.kind.as_str().to_owned(), d.object))
             .collect()
-    }
-
-    fn users(s: &mut Snapshot) -> &mut Relation {
-        s.relations.get_mut("public.users").unwrap()
     }
 
     #[test]
@@ -1435,47 +1326,6 @@ mod tests {
     }
 
     #[test]
-    fn items_carry_expected_and_actual() {
-        let mut actual = base();
-        users(&mut actual)
-            .columns
-            .get_mut("email")
-            .unwrap()
-            .not_null = false;
-        users(&mut actual).columns.insert(
-            "nickname".into(),
-            column(
-                "character varying(20)",
-                true,
-                Some("'x'::character varying"),
-            ),
-        );
-        let items: Vec<DriftItem> = diff(&base(), &actual, DiffOptions::default())
-            .iter()
-            .map(Difference::to_item)
-            .collect();
-        assert_eq!(
-            items,
-            [
-                DriftItem {
-                    kind: "nullability_changed".into(),
-                    object: "public.users.email".into(),
-                    expected: Some("NOT NULL".into()),
-                    actual: Some("NULL".into()),
-                },
-                DriftItem {
-                    kind: "extra_column".into(),
-                    object: "public.users.nickname".into(),
-                    expected: None,
-                    actual: Some(
-                        "character varying(20) NOT NULL DEFAULT 'x'::character varying".into()
-                    ),
-                },
-            ]
-        );
-    }
-
-    #[test]
     fn a_replaced_body_names_the_hashes_and_other_attributes_replace_them() {
         let mut actual = base();
         actual
@@ -1536,6 +1386,20 @@ mod tests {
     }
 
     #[test]
+    fn the_report_spells_each_value_as_its_name() {
+        let json = |value: serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+        for kind in DriftKind::ALL {
+            assert_eq!(json(serde_json::json!(kind)), kind.as_str());
+        }
+        for object_type in ObjectType::ALL {
+            assert_eq!(json(serde_json::json!(object_type)), object_type.as_str());
+        }
+        for aspect in Aspect::ALL {
+            assert_eq!(json(serde_json::json!(aspect)), aspect.as_str());
+        }
+    }
+
+    #[test]
     fn every_kind_is_documented() {
         let docs = include_str!("drift.rs");
         let table = docs.split("//! | kind |").nth(1).unwrap_or_default();
@@ -1546,97 +1410,5 @@ mod tests {
                 kind.as_str()
             );
         }
-    }
-
-    #[test]
-    fn objects_group_under_their_table() {
-        assert_eq!(
-            group_of("missing_column", "public.users.email"),
-            ("public.users".into(), "email".into())
-        );
-        assert_eq!(
-            group_of("extra_index", "public.\"Odd.Name\".\"idx.1\""),
-            ("public.\"Odd.Name\"".into(), "\"idx.1\"".into())
-        );
-        assert_eq!(
-            group_of("function_changed", "public.f(numeric(5,2))"),
-            ("public.f(numeric(5,2))".into(), String::new())
-        );
-        assert_eq!(
-            group_of("extra_table", "public.users"),
-            ("public.users".into(), String::new())
-        );
-    }
-
-    #[test]
-    fn human_rendering_reads_like_a_diff() {
-        let mut actual = base();
-        users(&mut actual)
-            .columns
-            .insert("nickname".into(), column("text", false, None));
-        users(&mut actual).indexes.clear();
-        users(&mut actual).columns.get_mut("role").unwrap().default = None;
-        actual
-            .relations
-            .get_mut("public.user_ids")
-            .unwrap()
-            .definition = Some(" SELECT users.email\n   FROM public.users;".into());
-        let items: Vec<DriftItem> = diff(&base(), &actual, DiffOptions::default())
-            .iter()
-            .map(Difference::to_item)
-            .collect();
-        let text = render_drift(&items, false);
-        assert_eq!(
-            text,
-            "  public.user_ids
-    ~ view
-      -  SELECT users.id
-      +  SELECT users.email
-  public.users
-    + column nickname  text
-    ~ column role default  'student'::character varying → (none)
-    - index users_email_idx  CREATE INDEX users_email_idx ON public.users USING btree (email)
-",
-        );
-    }
-
-    #[test]
-    fn dry_run_changes_read_as_create_drop_alter() {
-        let before = base();
-        let mut after = base();
-        after.relations.insert(
-            "public.audit".into(),
-            table(&[("id", column("bigint", true, None))]),
-        );
-        users(&mut after)
-            .columns
-            .get_mut("email")
-            .unwrap()
-            .data_type = "citext".into();
-        let changes: Vec<SchemaChange> = diff(
-            &before,
-            &after,
-            DiffOptions {
-                same_database: true,
-            },
-        )
-        .iter()
-        .map(Difference::to_change)
-        .collect();
-        assert_eq!(changes.len(), 2);
-        assert_eq!(changes[0].change, "create");
-        assert_eq!(changes[0].object_type, "table");
-        assert_eq!(changes[1].change, "alter");
-        assert_eq!(changes[1].aspect.as_deref(), Some("type"));
-        assert_eq!(changes[1].before.as_deref(), Some("text"));
-        let text = render_changes(&changes, false);
-        assert!(
-            text.contains("  public.audit\n    + table (1 column)\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("    ~ column email type  text → citext\n"),
-            "{text}"
-        );
     }
 }

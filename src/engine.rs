@@ -1006,7 +1006,7 @@ fn changes(before: &Snapshot, after: &Snapshot) -> Vec<crate::report::SchemaChan
     };
     diff(before, after, same_database)
         .iter()
-        .map(Difference::to_change)
+        .map(crate::report::SchemaChange::from)
         .collect()
 }
 
@@ -1056,7 +1056,7 @@ pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Res
 
 /// Report items of differences.
 fn items(differences: &[Difference]) -> Vec<DriftItem> {
-    differences.iter().map(Difference::to_item).collect()
+    differences.iter().map(DriftItem::from).collect()
 }
 
 fn drift_error(reference: &str, context: &str, items: &[DriftItem], next: &str) -> Error {
@@ -1127,6 +1127,9 @@ fn fill_from_plan(report: &mut Report, state: &HistoryState, plan: &Plan) {
 }
 
 fn status_rows(set: &MigrationSet, rows: &[HistoryRow], plan: &Plan) -> Vec<MigrationStatus> {
+    use crate::plan::HistoryKind;
+    use crate::report::MigrationState;
+
     let applied_row = |m: &Migration| -> Option<&HistoryRow> {
         plan.applied
             .iter()
@@ -1135,30 +1138,30 @@ fn status_rows(set: &MigrationSet, rows: &[HistoryRow], plan: &Plan) -> Vec<Migr
             .or_else(|| {
                 rows.iter()
                     .rev()
-                    .find(|r| r.kind == "repeatable" && r.script == m.script)
+                    .find(|r| r.kind == HistoryKind::Repeatable && r.script == m.script)
             })
     };
     let mut out = Vec::new();
     for m in set.versioned().iter().chain(set.repeatable()) {
         let row = applied_row(m);
         let state = if plan.pending.iter().any(|p| p.script == m.script) {
-            "pending"
+            MigrationState::Pending
         } else if plan
             .checksum_mismatches
             .iter()
             .any(|c| c.script == m.script)
         {
-            "modified"
+            MigrationState::Modified
         } else if row.is_some() {
-            "applied"
+            MigrationState::Applied
         } else {
-            "pending"
+            MigrationState::Pending
         };
         out.push(MigrationStatus {
             version: m.version_str().map(str::to_owned),
             description: m.description.clone(),
             script: m.script.clone(),
-            state: state.to_owned(),
+            state,
             applied_at: row.map(|r| r.applied_at.clone()),
             applied_by: row.map(|r| format!("{} ({})", r.applied_by, r.client)),
             duration_ms: row.map(|r| r.execution_ms),
@@ -1169,7 +1172,7 @@ fn status_rows(set: &MigrationSet, rows: &[HistoryRow], plan: &Plan) -> Vec<Migr
             version: Some(version.clone()),
             description: description.clone(),
             script: String::new(),
-            state: "unknown".to_owned(),
+            state: MigrationState::Unknown,
             applied_at: None,
             applied_by: None,
             duration_ms: None,

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-/// The fixed list of `error.code` values a report may carry.
+/// The fixed list of `error.code` values a report may carry, serialised as
+/// [`ErrorCode::as_str`] (`tests::every_variant_has_its_code` holds the two
+/// together).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -48,6 +50,12 @@ impl ErrorCode {
             ErrorCode::Drift => "drift",
             ErrorCode::Internal => "internal",
         }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

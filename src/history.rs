@@ -1522,7 +1522,7 @@ fn history_row(row: &tokio_postgres::SimpleQueryRow) -> Result<HistoryRow> {
         id: number(0)?,
         version: row.get(1).map(str::to_owned),
         description: text(2),
-        kind: text(3),
+        kind: crate::plan::HistoryKind::parse(&text(3)),
         script: text(4),
         checksum: text(5),
         applied_at: text(6),

@@ -7,6 +7,7 @@
 //! `verify_migrations` and sqlx's `validate_applied_migrations`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::error::{Error, Result};
 use crate::migrations::{Migration, MigrationSet, Version};
@@ -18,14 +19,59 @@ pub struct HistoryRow {
     /// `None` for repeatable scripts.
     pub version: Option<String>,
     pub description: String,
-    /// `versioned`, `repeatable`, `rollback` or `baseline`.
-    pub kind: String,
+    pub kind: HistoryKind,
     pub script: String,
     pub checksum: String,
     pub applied_at: String,
     pub applied_by: String,
     pub client: String,
     pub execution_ms: i64,
+}
+
+/// What a history row records, from its `kind` column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HistoryKind {
+    /// A versioned migration ran.
+    Versioned,
+    /// A repeatable script ran.
+    Repeatable,
+    /// A version was rolled back: its rollback script ran.
+    Rollback,
+    /// Versions up to this one were recorded as applied without running.
+    Baseline,
+    /// A value slipway never writes (a history edited by hand), kept as read
+    /// so that [`plan`] can name it when it refuses the row.
+    Unrecognised(String),
+}
+
+impl HistoryKind {
+    /// The kind of the history's `kind` column `text`.
+    pub fn parse(text: &str) -> HistoryKind {
+        match text {
+            "versioned" => HistoryKind::Versioned,
+            "repeatable" => HistoryKind::Repeatable,
+            "rollback" => HistoryKind::Rollback,
+            "baseline" => HistoryKind::Baseline,
+            other => HistoryKind::Unrecognised(other.to_owned()),
+        }
+    }
+
+    /// The value of the history's `kind` column.
+    pub fn as_str(&self) -> &str {
+        match self {
+            HistoryKind::Versioned => "versioned",
+            HistoryKind::Repeatable => "repeatable",
+            HistoryKind::Rollback => "rollback",
+            HistoryKind::Baseline => "baseline",
+            HistoryKind::Unrecognised(text) => text,
+        }
+    }
+}
+
+impl fmt::Display for HistoryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An applied migration whose file changed since it ran.
@@ -99,21 +145,21 @@ pub fn plan<'a>(
 
     for row in history {
         let version = row.version.as_deref().and_then(Version::parse);
-        match (row.kind.as_str(), version) {
-            ("versioned", Some(v)) => {
+        match (&row.kind, version) {
+            (HistoryKind::Versioned, Some(v)) => {
                 applied.insert(v, row);
             }
-            ("rollback", Some(v)) => {
+            (HistoryKind::Rollback, Some(v)) => {
                 applied.remove(&v);
                 // Repeatable scripts are written against the latest schema:
                 // a rollback drops what they created, so they run again at
                 // the next apply to the latest version.
                 repeatable_checksums.clear();
             }
-            ("baseline", Some(v)) => {
+            (HistoryKind::Baseline, Some(v)) => {
                 baseline = Some(v);
             }
-            ("repeatable", _) => {
+            (HistoryKind::Repeatable, _) => {
                 repeatable_checksums.insert(row.script.as_str(), row.checksum.as_str());
             }
             _ => {
@@ -211,7 +257,7 @@ mod tests {
             id,
             version: version.map(str::to_owned),
             description: script.to_owned(),
-            kind: kind.to_owned(),
+            kind: HistoryKind::parse(kind),
             script: script.to_owned(),
             checksum: checksum(sql),
             applied_at: String::new(),
@@ -410,9 +456,8 @@ mod tests {
     fn unknown_history_kind_is_an_error() {
         let set = set(FILES);
         let history = vec![row(1, "mystery", Some("0001"), "0001_a.sql", "select 1;")];
-        assert_eq!(
-            plan(&history, &set, None).unwrap_err().code().as_str(),
-            "internal"
-        );
+        let err = plan(&history, &set, None).unwrap_err();
+        assert_eq!(err.code().as_str(), "internal");
+        assert!(err.to_string().contains("kind 'mystery'"), "{err}");
     }
 }

@@ -287,7 +287,7 @@ where
     let auth_failed = report
         .error
         .as_ref()
-        .is_some_and(|e| e.code == ErrorCode::Auth.as_str());
+        .is_some_and(|e| e.code == ErrorCode::Auth);
     if !auth_failed {
         return report;
     }

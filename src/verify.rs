@@ -21,7 +21,7 @@ use crate::engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};
 use crate::error::{Error, Result};
 use crate::history::{create_database, drop_database};
 use crate::migrations::MigrationSet;
-use crate::report::{Report, VerifyStep};
+use crate::report::{DriftItem, Report, VerifyStep};
 
 /// Run the round trip of every migration of `set` on a database created
 /// for it on the server of `server` (whose own database is used only to
@@ -127,7 +127,7 @@ async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
         let found = compare(&before, &rolled_back);
         step.problems
             .extend(found.iter().map(|d| sentence(&version, Pass::Rollback, d)));
-        step.rollback_drift = found.iter().map(Difference::to_item).collect();
+        step.rollback_drift = found.iter().map(DriftItem::from).collect();
         if let Some(sub) = failed(migrator.apply(&apply).await) {
             step.ok = false;
             step.problems
@@ -138,7 +138,7 @@ async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
         let found = compare(&applied, &reapplied);
         step.problems
             .extend(found.iter().map(|d| sentence(&version, Pass::Reapply, d)));
-        step.reapply_drift = found.iter().map(Difference::to_item).collect();
+        step.reapply_drift = found.iter().map(DriftItem::from).collect();
         step.ok = step.problems.is_empty();
         failures.extend(step.problems.iter().cloned());
         steps.push(step);

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use common::{migrations_dir, run_cli, TestDb};
 use slipway::history::{BatchOptions, BatchSteps, History, HistorySetup};
 use slipway::migrations::{Directives, Migration, MigrationKind};
-use slipway::{ApplyOptions, RollbackOptions};
+use slipway::report::MigrationState;
+use slipway::{ApplyOptions, ErrorCode, RollbackOptions};
 
 /// Each migration leaves one row in `runs` per execution, so running twice
 /// shows; each rollback script deletes its row.
@@ -155,7 +156,7 @@ async fn apply_racing_rollback_keeps_history_and_schema_in_step() {
             .migrations
             .unwrap_or_default()
             .into_iter()
-            .filter(|m| m.state == "applied")
+            .filter(|m| m.state == MigrationState::Applied)
             .filter_map(|m| m.version)
             .collect();
         let (runs, _) = counts(&db).await;
@@ -319,7 +320,7 @@ async fn a_read_only_database_is_refused_before_anything_runs() {
         .await;
     assert!(!report.success);
     let error = report.error.as_ref().expect("an error");
-    assert_eq!(error.code.as_str(), "connection", "{}", report.to_json());
+    assert_eq!(error.code, ErrorCode::Connection, "{}", report.to_json());
     assert_eq!(report.database.as_deref(), Some(db.name.as_str()));
     assert!(
         error.message.contains("read-only") && error.message.contains("primary"),

@@ -11,10 +11,12 @@ use std::path::Path;
 
 use common::{copy_example_migrations, example_migrations, migrations_dir, run_cli, TestDb};
 use slipway::catalog::{self, CatalogQuery, Snapshot, QUERY_COUNT};
+use slipway::drift::{DriftKind, ObjectType};
 use slipway::engine::build_expected_snapshot;
 use slipway::local::LocalCluster;
 use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
-use slipway::{ApplyOptions, ConnectOptions, MigrationSet, Migrator, Report, Target};
+use slipway::report::SchemaChangeKind;
+use slipway::{ApplyOptions, ConnectOptions, ErrorCode, MigrationSet, Migrator, Report, Target};
 
 fn allow_drift() -> ApplyOptions {
     ApplyOptions {
@@ -24,23 +26,20 @@ fn allow_drift() -> ApplyOptions {
 }
 
 /// `(kind, object)` of every drift item.
-fn drift(report: &Report) -> Vec<(String, String)> {
+fn drift(report: &Report) -> Vec<(DriftKind, String)> {
     report
         .drift
         .iter()
-        .map(|d| (d.kind.clone(), d.object.clone()))
+        .map(|d| (d.kind, d.object.clone()))
         .collect()
 }
 
-fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|(k, o)| ((*k).to_owned(), (*o).to_owned()))
-        .collect()
+fn pairs(items: &[(DriftKind, &str)]) -> Vec<(DriftKind, String)> {
+    items.iter().map(|(k, o)| (*k, (*o).to_owned())).collect()
 }
 
-fn error_code(report: &Report) -> Option<&str> {
-    report.error.as_ref().map(|e| e.code.as_str())
+fn error_code(report: &Report) -> Option<ErrorCode> {
+    report.error.as_ref().map(|e| e.code)
 }
 
 /// The example migrations plus a repeatable function, without a committed
@@ -134,45 +133,45 @@ async fn each_out_of_band_change_is_exactly_its_items() {
     type Case = (
         &'static str,
         &'static str,
-        &'static [(&'static str, &'static str)],
+        &'static [(DriftKind, &'static str)],
     );
     let cases: [Case; 7] = [
         (
             "add a column",
             "ALTER TABLE users ADD COLUMN nickname text",
-            &[("extra_column", "public.users.nickname")],
+            &[(DriftKind::ExtraColumn, "public.users.nickname")],
         ),
         (
             "drop an index",
             "DROP INDEX users_created_at_idx",
-            &[("missing_index", "public.users.users_created_at_idx")],
+            &[(DriftKind::MissingIndex, "public.users.users_created_at_idx")],
         ),
         (
             "change a default",
             "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'tutor'",
-            &[("default_changed", "public.users.role")],
+            &[(DriftKind::DefaultChanged, "public.users.role")],
         ),
         (
             "add a table",
             "CREATE TABLE audit_log (id bigint PRIMARY KEY, note text NOT NULL)",
-            &[("extra_table", "public.audit_log")],
+            &[(DriftKind::ExtraTable, "public.audit_log")],
         ),
         (
             "replace a function body",
             "CREATE OR REPLACE FUNCTION mastery_band(level numeric) RETURNS text \
              LANGUAGE sql IMMUTABLE AS $$ SELECT 'mastered' $$",
-            &[("function_changed", "public.mastery_band(numeric)")],
+            &[(DriftKind::FunctionChanged, "public.mastery_band(numeric)")],
         ),
         (
             "drop NOT NULL",
             "ALTER TABLE users ALTER COLUMN display_name DROP NOT NULL",
-            &[("nullability_changed", "public.users.display_name")],
+            &[(DriftKind::NullabilityChanged, "public.users.display_name")],
         ),
         (
             "add a check constraint",
             "ALTER TABLE quiz_sessions ADD CONSTRAINT quiz_sessions_score_positive_check CHECK (score > 0)",
             &[(
-                "extra_constraint",
+                DriftKind::ExtraConstraint,
                 "public.quiz_sessions.quiz_sessions_score_positive_check",
             )],
         ),
@@ -226,7 +225,7 @@ async fn drift_items_say_what_was_expected_and_what_was_found() {
             .unwrap_or_else(|| panic!("no item for {object}: {}", report.to_json()))
     };
     let notes = by_object("public.quiz_sessions.notes");
-    assert_eq!(notes.kind, "extra_column");
+    assert_eq!(notes.kind, DriftKind::ExtraColumn);
     assert_eq!(notes.expected, None);
     assert_eq!(
         notes.actual.as_deref(),
@@ -282,12 +281,17 @@ async fn apply_refuses_recorded_drift_until_allowed_then_accepts_it() {
     .expect("write 0006");
     let migrator = db.migrator(dir.path());
     let report = migrator.apply(&ApplyOptions::default()).await;
-    assert_eq!(error_code(&report), Some("drift"), "{}", report.to_json());
+    assert_eq!(
+        error_code(&report),
+        Some(ErrorCode::Drift),
+        "{}",
+        report.to_json()
+    );
     assert_eq!(report.exit_code(), 2);
     assert_eq!(
         drift(&report),
         pairs(&[(
-            "missing_index",
+            DriftKind::MissingIndex,
             "public.quiz_sessions.quiz_sessions_tree_node_id_idx"
         )])
     );
@@ -318,7 +322,12 @@ async fn apply_refuses_recorded_drift_until_allowed_then_accepts_it() {
         .await
         .expect("drop not null");
     let report = migrator.apply(&ApplyOptions::default()).await;
-    assert_eq!(error_code(&report), Some("drift"), "{}", report.to_json());
+    assert_eq!(
+        error_code(&report),
+        Some(ErrorCode::Drift),
+        "{}",
+        report.to_json()
+    );
     let report = migrator.apply(&allow_drift()).await;
     assert!(
         report.success && report.applied.is_empty(),
@@ -327,7 +336,7 @@ async fn apply_refuses_recorded_drift_until_allowed_then_accepts_it() {
     );
     assert_eq!(
         drift(&report),
-        pairs(&[("nullability_changed", "public.users.email")])
+        pairs(&[(DriftKind::NullabilityChanged, "public.users.email")])
     );
     let report = migrator.validate().await;
     assert!(report.schema_valid, "{}", report.to_json());
@@ -393,10 +402,15 @@ async fn stale_committed_snapshot_fails_the_check_and_the_apply() {
         .migrator(dir.path())
         .apply(&ApplyOptions::default())
         .await;
-    assert_eq!(error_code(&report), Some("drift"), "{}", report.to_json());
+    assert_eq!(
+        error_code(&report),
+        Some(ErrorCode::Drift),
+        "{}",
+        report.to_json()
+    );
     assert_eq!(
         drift(&report),
-        pairs(&[("extra_column", "public.users.nickname")])
+        pairs(&[(DriftKind::ExtraColumn, "public.users.nickname")])
     );
     assert!(report.applied.is_empty());
     assert_eq!(db.history_count().await, 0);
@@ -472,12 +486,17 @@ async fn pre_existing_conflicting_object_rolls_back_with_drift_unless_allowed() 
     let migrator = db.migrator(dir.path());
 
     let report = migrator.apply(&ApplyOptions::default()).await;
-    assert_eq!(error_code(&report), Some("drift"), "{}", report.to_json());
+    assert_eq!(
+        error_code(&report),
+        Some(ErrorCode::Drift),
+        "{}",
+        report.to_json()
+    );
     assert_eq!(
         drift(&report),
         pairs(&[
-            ("extra_table", "public.legacy"),
-            ("missing_column", "public.settings.value"),
+            (DriftKind::ExtraTable, "public.legacy"),
+            (DriftKind::MissingColumn, "public.settings.value"),
         ])
     );
     assert!(report.applied.is_empty());
@@ -513,27 +532,43 @@ async fn dry_run_reports_the_schema_changes_it_would_make() {
         .await;
     assert!(report.success, "{}", report.to_json());
     let changes = report.schema_changes.clone().expect("schema changes");
-    let summary: Vec<(&str, &str, &str)> = changes
+    let summary: Vec<(SchemaChangeKind, ObjectType, &str)> = changes
         .iter()
-        .map(|c| (c.change.as_str(), c.object_type.as_str(), c.object.as_str()))
+        .map(|c| (c.change, c.object_type, c.object.as_str()))
         .collect();
     assert_eq!(
         summary,
         [
-            ("create", "table", "public.progress_records"),
-            ("create", "table", "public.quiz_analytics"),
-            ("create", "column", "public.quiz_sessions.difficulty_level"),
             (
-                "create",
-                "constraint",
+                SchemaChangeKind::Create,
+                ObjectType::Table,
+                "public.progress_records"
+            ),
+            (
+                SchemaChangeKind::Create,
+                ObjectType::Table,
+                "public.quiz_analytics"
+            ),
+            (
+                SchemaChangeKind::Create,
+                ObjectType::Column,
+                "public.quiz_sessions.difficulty_level"
+            ),
+            (
+                SchemaChangeKind::Create,
+                ObjectType::Constraint,
                 "public.quiz_sessions.quiz_sessions_difficulty_level_check"
             ),
             (
-                "create",
-                "index",
+                SchemaChangeKind::Create,
+                ObjectType::Index,
                 "public.quiz_sessions.quiz_sessions_tree_node_id_difficulty_level_idx"
             ),
-            ("create", "view", "public.user_progress_summary"),
+            (
+                SchemaChangeKind::Create,
+                ObjectType::View,
+                "public.user_progress_summary"
+            ),
         ]
     );
     assert!(report.drift.is_empty(), "{}", report.to_json());
@@ -587,10 +622,15 @@ async fn database_from_before_snapshots_adopts_one_on_its_next_apply() {
     let report = migrator.validate().await;
     assert_eq!(
         drift(&report),
-        pairs(&[("extra_column", "public.users.nickname")])
+        pairs(&[(DriftKind::ExtraColumn, "public.users.nickname")])
     );
     let report = migrator.apply(&ApplyOptions::default()).await;
-    assert_eq!(error_code(&report), Some("drift"), "{}", report.to_json());
+    assert_eq!(
+        error_code(&report),
+        Some(ErrorCode::Drift),
+        "{}",
+        report.to_json()
+    );
     client
         .batch_execute("ALTER TABLE users DROP COLUMN nickname")
         .await

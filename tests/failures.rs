@@ -6,7 +6,7 @@
 mod common;
 
 use common::{copy_example_migrations, fast_settings, migrations_dir, run_cli, TestDb};
-use slipway::{ApplyOptions, MigrationSet, Report};
+use slipway::{ApplyOptions, ErrorCode, MigrationSet, Report};
 
 /// Five migrations; the third has a syntax error on its line 2.
 const BROKEN_THIRD: &[(&str, &str)] = &[
@@ -31,7 +31,7 @@ fn to(version: &str) -> ApplyOptions {
 }
 
 /// The report's `error.detail`, after checking the code.
-fn error_detail(report: &Report, code: &str) -> serde_json::Value {
+fn error_detail(report: &Report, code: ErrorCode) -> serde_json::Value {
     assert!(!report.success, "{}", report.to_json());
     let error = report
         .error
@@ -51,7 +51,7 @@ async fn syntax_error_in_third_of_five_rolls_back_everything() {
         .migrator(dir.path())
         .apply(&ApplyOptions::default())
         .await;
-    let detail = error_detail(&report, "migration_failed");
+    let detail = error_detail(&report, ErrorCode::MigrationFailed);
     assert_eq!(detail["file"], "0003_create_c.sql", "{detail}");
     assert_eq!(detail["version"], "0003", "{detail}");
     assert_eq!(detail["line"], 2, "{detail}");
@@ -77,7 +77,7 @@ async fn syntax_error_in_first_migration_is_located() {
         .migrator(dir.path())
         .apply(&ApplyOptions::default())
         .await;
-    let detail = error_detail(&report, "migration_failed");
+    let detail = error_detail(&report, ErrorCode::MigrationFailed);
     assert_eq!(detail["file"], "0001_first.sql", "{detail}");
     assert_eq!(detail["line"], 3, "{detail}");
     assert_eq!(detail["sqlstate"], "42601", "{detail}");
@@ -98,7 +98,7 @@ async fn dry_run_reports_the_same_failure_and_changes_nothing() {
         })
         .await;
     assert!(report.dry_run);
-    let detail = error_detail(&report, "migration_failed");
+    let detail = error_detail(&report, ErrorCode::MigrationFailed);
     assert_eq!(detail["file"], "0003_create_c.sql", "{detail}");
     assert_eq!(detail["line"], 2, "{detail}");
     assert_eq!(db.snapshot().await, before);
@@ -121,7 +121,7 @@ async fn runtime_error_without_position_reports_statement_line_and_detail() {
         .migrator(dir.path())
         .apply(&ApplyOptions::default())
         .await;
-    let detail = error_detail(&report, "migration_failed");
+    let detail = error_detail(&report, ErrorCode::MigrationFailed);
     assert_eq!(detail["file"], "0002_seed_a.sql", "{detail}");
     assert_eq!(detail["line"], 3, "{detail}");
     assert_eq!(detail["sqlstate"], "23505", "{detail}");
@@ -148,7 +148,7 @@ async fn failure_after_an_earlier_run_keeps_the_earlier_state() {
     assert_eq!(db.history_count().await, 2);
 
     let report = migrator.apply(&ApplyOptions::default()).await;
-    let detail = error_detail(&report, "migration_failed");
+    let detail = error_detail(&report, ErrorCode::MigrationFailed);
     assert_eq!(detail["file"], "0003_create_c.sql", "{detail}");
     assert_eq!(detail["line"], 2, "{detail}");
     assert_eq!(report.current_version.as_deref(), Some("0002"));
@@ -193,7 +193,7 @@ async fn modified_applied_file_is_a_finding_and_stops_apply() {
     );
 
     let report = migrator.apply(&ApplyOptions::default()).await;
-    let detail = error_detail(&report, "checksum_mismatch");
+    let detail = error_detail(&report, ErrorCode::ChecksumMismatch);
     assert_eq!(
         detail["files"],
         serde_json::json!(["0002_create_tree_nodes.sql"]),
@@ -319,7 +319,7 @@ async fn applied_version_missing_from_files_is_unknown() {
     assert_eq!(report.unknown_versions[0].description, "create c");
 
     let report = migrator.apply(&ApplyOptions::default()).await;
-    let detail = error_detail(&report, "unknown_version");
+    let detail = error_detail(&report, ErrorCode::UnknownVersion);
     assert_eq!(detail["versions"], serde_json::json!(["0003"]), "{detail}");
     assert!(report.applied.is_empty());
     assert!(!db.has_table("d").await, "0004 must not run");
@@ -344,7 +344,7 @@ async fn table_lock_held_elsewhere_times_out_after_retries_then_applies() {
         .unwrap();
 
     let report = migrator.apply(&ApplyOptions::default()).await;
-    let detail = error_detail(&report, "lock_timeout");
+    let detail = error_detail(&report, ErrorCode::LockTimeout);
     assert_eq!(detail["attempts"], 3, "{detail}");
     assert!(report.applied.is_empty());
 
@@ -410,7 +410,7 @@ async fn set_role_that_cannot_record_names_the_file_and_changes_nothing() {
         .migrator(dir.path())
         .apply(&ApplyOptions::default())
         .await;
-    let detail = error_detail(&report, "migration_failed");
+    let detail = error_detail(&report, ErrorCode::MigrationFailed);
     assert_eq!(detail["file"], "0002_role.sql", "{}", report.to_json());
     let message = &report.error.as_ref().expect("error").message;
     assert!(

@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{migrations_dir, slipway, TestDb};
-use slipway::{ApplyOptions, Report, RollbackOptions};
+use slipway::{ApplyOptions, ErrorCode, Report, RollbackOptions};
 use tokio_postgres::Client;
 
 /// The advisory lock key a held migration waits for.
@@ -50,10 +50,10 @@ fn spawn_apply(db: &TestDb, dir: &std::path::Path) -> tokio::task::JoinHandle<Re
 }
 
 /// Panic with the report unless it failed with `code`.
-fn expect_error(report: &Report, code: &str) {
+fn expect_error(report: &Report, code: ErrorCode) {
     assert!(!report.success, "{}", report.to_json());
     assert_eq!(
-        report.error.as_ref().map(|e| e.code.as_str()),
+        report.error.as_ref().map(|e| e.code),
         Some(code),
         "{}",
         report.to_json()
@@ -196,7 +196,7 @@ async fn terminated_mid_batch_is_a_connection_error_and_changes_nothing() {
     let pid = slipway_pid(&inspect, &at_the_gate("0002_gated.sql")).await;
     terminate(&inspect, pid).await;
     let report = run.await.expect("apply");
-    expect_error(&report, "connection");
+    expect_error(&report, ErrorCode::Connection);
     assert!(report.applied.is_empty(), "{}", report.to_json());
     nothing_left(&inspect).await;
     assert_eq!(db.snapshot().await, before, "fully old");
@@ -221,7 +221,7 @@ async fn terminated_while_waiting_for_the_lock_is_a_connection_error() {
     .await;
     terminate(&inspect, waiting).await;
     let report = second.await.expect("second");
-    expect_error(&report, "connection");
+    expect_error(&report, ErrorCode::Connection);
     open_gate(&gate).await;
     let report = first.await.expect("first");
     assert!(report.success, "{}", report.to_json());
@@ -239,7 +239,7 @@ async fn terminated_during_a_no_transaction_migration_leaves_it_unrecorded() {
     let pid = slipway_pid(&inspect, &at_the_gate("0002_gated.sql")).await;
     terminate(&inspect, pid).await;
     let report = run.await.expect("apply");
-    expect_error(&report, "connection");
+    expect_error(&report, ErrorCode::Connection);
     nothing_left(&inspect).await;
     // 0001 committed before it and is recorded; 0002 is neither.
     let versions: Vec<String> = inspect
@@ -282,7 +282,7 @@ async fn terminated_during_a_rollback_leaves_everything_applied() {
     let pid = slipway_pid(&inspect, &at_the_gate("0002_gated_rollback.sql")).await;
     terminate(&inspect, pid).await;
     let report = run.await.expect("rollback");
-    expect_error(&report, "connection");
+    expect_error(&report, ErrorCode::Connection);
     nothing_left(&inspect).await;
     assert_eq!(db.snapshot().await, before, "fully as before the rollback");
     open_gate(&gate).await;

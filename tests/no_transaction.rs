@@ -7,14 +7,15 @@
 mod common;
 
 use common::{migrations_dir, TestDb};
-use slipway::{ApplyOptions, Report, RollbackOptions};
+use slipway::drift::DriftKind;
+use slipway::{ApplyOptions, ErrorCode, Report, RollbackOptions};
 
 fn applied(report: &Report) -> Vec<&str> {
     report.applied.iter().map(|m| m.script.as_str()).collect()
 }
 
-fn error_code(report: &Report) -> &str {
-    report.error.as_ref().map_or("", |e| e.code.as_str())
+fn error_code(report: &Report) -> Option<ErrorCode> {
+    report.error.as_ref().map(|e| e.code)
 }
 
 async fn index_validity(db: &TestDb, index: &str) -> Option<bool> {
@@ -57,7 +58,12 @@ async fn a_no_transaction_migration_runs_alone_between_batches() {
             ..ApplyOptions::default()
         })
         .await;
-    assert_eq!(error_code(&report), "config", "{}", report.to_json());
+    assert_eq!(
+        error_code(&report),
+        Some(ErrorCode::Config),
+        "{}",
+        report.to_json()
+    );
     assert!(report.to_json().contains("0002_index_v.sql"));
     assert_eq!(db.snapshot().await, before);
 
@@ -121,7 +127,7 @@ async fn a_failed_concurrent_index_is_reported_and_recovered_on_the_next_run() {
     let report = migrator.apply(&ApplyOptions::default()).await;
     assert_eq!(
         error_code(&report),
-        "migration_failed",
+        Some(ErrorCode::MigrationFailed),
         "{}",
         report.to_json()
     );
@@ -170,14 +176,14 @@ async fn a_failed_concurrent_index_is_reported_and_recovered_on_the_next_run() {
         report
             .drift
             .iter()
-            .any(|d| d.kind == "extra_index" && d.object == "public.t.t_email_key"),
+            .any(|d| d.kind == DriftKind::ExtraIndex && d.object == "public.t.t_email_key"),
         "{}",
         report.to_json()
     );
     let report = migrator.apply(&ApplyOptions::default()).await;
     assert_eq!(
         error_code(&report),
-        "migration_failed",
+        Some(ErrorCode::MigrationFailed),
         "{}",
         report.to_json()
     );

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{migrations_dir, TestDb};
-use slipway::ApplyOptions;
+use slipway::{ApplyOptions, ErrorCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_batch_is_a_connection_error_and_changes_nothing() {
@@ -48,8 +48,8 @@ async fn a_server_restart_mid_batch_is_a_connection_error_and_changes_nothing() 
     let report = run.await.expect("apply");
     assert!(!report.success);
     assert_eq!(
-        report.error.as_ref().map(|e| e.code.as_str()),
-        Some("connection"),
+        report.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::Connection),
         "{}",
         report.to_json()
     );

@@ -6,7 +6,9 @@
 mod common;
 
 use common::{copy_example_migrations, example_migrations, migrations_dir, run_cli, TestDb};
-use slipway::{ApplyOptions, Report, RollbackOptions};
+use slipway::drift::DriftKind;
+use slipway::report::SchemaChangeKind;
+use slipway::{ApplyOptions, ErrorCode, Report, RollbackOptions};
 
 fn to(version: &str) -> ApplyOptions {
     ApplyOptions {
@@ -34,8 +36,8 @@ fn pending_scripts(report: &Report) -> Vec<&str> {
     report.pending.iter().map(|m| m.script.as_str()).collect()
 }
 
-fn error_code(report: &Report) -> &str {
-    report.error.as_ref().map_or("", |e| e.code.as_str())
+fn error_code(report: &Report) -> Option<ErrorCode> {
+    report.error.as_ref().map(|e| e.code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +162,7 @@ async fn rollback_dry_run_changes_nothing() {
     assert!(
         changes
             .iter()
-            .any(|c| c.change == "drop" && c.object == "public.tree_nodes"),
+            .any(|c| c.change == SchemaChangeKind::Drop && c.object == "public.tree_nodes"),
         "{}",
         report.to_json()
     );
@@ -181,7 +183,12 @@ async fn a_missing_rollback_script_refuses_naming_all_and_changes_nothing() {
     let catalog = migrator.snapshot().await.unwrap();
 
     let report = migrator.rollback(&back_to("0001")).await;
-    assert_eq!(error_code(&report), "config", "{}", report.to_json());
+    assert_eq!(
+        error_code(&report),
+        Some(ErrorCode::Config),
+        "{}",
+        report.to_json()
+    );
     let detail = &report.error.as_ref().unwrap().detail;
     assert_eq!(detail["versions"], serde_json::json!(["0004", "0002"]));
     assert_eq!(
@@ -214,7 +221,12 @@ async fn a_target_that_is_not_applied_is_refused() {
         ("v2", "not a version"),
     ] {
         let report = migrator.rollback(&back_to(target)).await;
-        assert_eq!(error_code(&report), "config", "{}", report.to_json());
+        assert_eq!(
+            error_code(&report),
+            Some(ErrorCode::Config),
+            "{}",
+            report.to_json()
+        );
         assert!(
             report.error.as_ref().unwrap().message.contains(words),
             "{target}: {}",
@@ -243,12 +255,17 @@ async fn drift_or_a_modified_file_stops_the_rollback_before_it_changes_anything(
     let before = db.snapshot().await;
 
     let report = migrator.rollback(&back_to("0003")).await;
-    assert_eq!(error_code(&report), "drift", "{}", report.to_json());
+    assert_eq!(
+        error_code(&report),
+        Some(ErrorCode::Drift),
+        "{}",
+        report.to_json()
+    );
     assert!(
         report
             .drift
             .iter()
-            .any(|d| d.kind == "extra_table" && d.object == "public.hand_made"),
+            .any(|d| d.kind == DriftKind::ExtraTable && d.object == "public.hand_made"),
         "{}",
         report.to_json()
     );
@@ -267,7 +284,7 @@ async fn drift_or_a_modified_file_stops_the_rollback_before_it_changes_anything(
     let report = db.migrator(dir.path()).rollback(&back_to("0001")).await;
     assert_eq!(
         error_code(&report),
-        "checksum_mismatch",
+        Some(ErrorCode::ChecksumMismatch),
         "{}",
         report.to_json()
     );
@@ -298,7 +315,7 @@ async fn a_failing_rollback_script_leaves_everything_as_it_was() {
     let report = migrator.rollback(&back_to("0001")).await;
     assert_eq!(
         error_code(&report),
-        "migration_failed",
+        Some(ErrorCode::MigrationFailed),
         "{}",
         report.to_json()
     );

@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{migrations_dir, TestDb};
-use slipway::{ApplyOptions, ConnectOptions, MigrationSet, Migrator, RollbackOptions, Target};
+use slipway::{
+    ApplyOptions, ConnectOptions, ErrorCode, MigrationSet, Migrator, RollbackOptions, Target,
+};
 
 /// `program` from the server's bin dir, as the user that owns the server
 /// (`postgres` when the tests run as root).
@@ -148,7 +150,7 @@ async fn a_hot_standby_is_refused_before_anything_runs() {
     let before = db.snapshot().await;
     let report = migrator(set()).apply(&ApplyOptions::default()).await;
     let error = report.error.as_ref().expect("apply must fail");
-    assert_eq!(error.code, "connection", "{}", report.to_json());
+    assert_eq!(error.code, ErrorCode::Connection, "{}", report.to_json());
     assert!(
         error.message.contains("hot standby") && error.message.contains("primary"),
         "{}",
@@ -161,8 +163,8 @@ async fn a_hot_standby_is_refused_before_anything_runs() {
         })
         .await;
     assert_eq!(
-        report.error.as_ref().map(|e| e.code.as_str()),
-        Some("connection"),
+        report.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::Connection),
         "{}",
         report.to_json()
     );

@@ -5,8 +5,9 @@
 mod common;
 
 use common::{cluster, example_migrations, migrations_dir, run_cli};
+use slipway::drift::DriftKind;
 use slipway::report::Report;
-use slipway::{ConnectOptions, MigrationSet, Target};
+use slipway::{ConnectOptions, ErrorCode, MigrationSet, Target};
 
 /// The harness's server, as the scratch databases' host.
 fn server() -> Target {
@@ -63,7 +64,7 @@ async fn a_rollback_that_forgets_an_index_is_named() {
     assert!(!report.success, "{}", report.to_json());
     assert_eq!(report.exit_code(), 2);
     let error = report.error.as_ref().expect("an error");
-    assert_eq!(error.code, "drift", "{}", report.to_json());
+    assert_eq!(error.code, ErrorCode::Drift, "{}", report.to_json());
     assert!(
         error
             .message
@@ -75,7 +76,7 @@ async fn a_rollback_that_forgets_an_index_is_named() {
     assert!(steps[0].ok);
     assert!(!steps[1].ok);
     assert_eq!(steps[1].rollback_drift.len(), 1, "{}", report.to_json());
-    assert_eq!(steps[1].rollback_drift[0].kind, "extra_index");
+    assert_eq!(steps[1].rollback_drift[0].kind, DriftKind::ExtraIndex);
     // The re-apply then trips over the index the rollback left.
     assert!(
         problems(&report)

@@ -187,6 +187,7 @@ mod tests {
 
     use lambda_runtime::Context;
     use serde_json::json;
+    use slipway::ErrorCode;
 
     use super::*;
 
@@ -219,8 +220,8 @@ mod tests {
             .expect("a direct invocation always answers with a report")
     }
 
-    fn code(report: &Report) -> &str {
-        report.error.as_ref().map_or("", |e| e.code.as_str())
+    fn code(report: &Report) -> Option<ErrorCode> {
+        report.error.as_ref().map(|e| e.code)
     }
 
     #[tokio::test]
@@ -240,7 +241,11 @@ mod tests {
         ] {
             let report = invoke(&state, payload.clone()).await;
             assert!(!report.success, "{payload}");
-            assert_eq!(code(&report), "bad_request", "{payload}: {report:?}");
+            assert_eq!(
+                code(&report),
+                Some(ErrorCode::BadRequest),
+                "{payload}: {report:?}"
+            );
             assert_eq!(report.action, action, "{payload}");
             // The response is compact JSON that starts like every report.
             assert!(report.to_json().starts_with("{\"success\":false,"));
@@ -251,7 +256,7 @@ mod tests {
     async fn a_bad_setting_is_answered_with_a_config_report_naming_it() {
         let state = state(config(&[("SLIPWAY_ENVIRONMENT", "test")])).await;
         let report = invoke(&state, json!({"action":"validate"})).await;
-        assert_eq!(code(&report), "config");
+        assert_eq!(code(&report), Some(ErrorCode::Config));
         assert!(
             report
                 .error
@@ -263,7 +268,7 @@ mod tests {
         );
         let state = state_with_url("postgres://app:hunter2secret@host:notaport/db").await;
         let report = invoke(&state, json!({"action":"validate"})).await;
-        assert_eq!(code(&report), "config");
+        assert_eq!(code(&report), Some(ErrorCode::Config));
         let json = report.to_json();
         assert!(json.contains("DATABASE_URL"), "{json}");
         assert!(!json.contains("hunter2secret"), "{json}");
@@ -289,7 +294,7 @@ mod tests {
         ]))
         .await;
         let report = invoke(&state, json!({"action":"validate"})).await;
-        assert_eq!(code(&report), "connection", "{report:?}");
+        assert_eq!(code(&report), Some(ErrorCode::Connection), "{report:?}");
         assert!(!report.to_json().contains("hunter2secret"));
     }
 }

@@ -33,7 +33,7 @@ pub fn datums(report: &Report, environment: &str, action: &str) -> Vec<MetricDat
     let connection_error = report
         .error
         .as_ref()
-        .is_some_and(|e| CONNECTION_CODES.iter().any(|code| e.code == code.as_str()));
+        .is_some_and(|e| CONNECTION_CODES.contains(&e.code));
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let datum = |name: &str, value: f64, unit: StandardUnit| {
         MetricDatum::builder()

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
-use slipway::MigrationSet;
+use slipway::{ErrorCode, MigrationSet};
 use slipway_lambda::config::Config;
 use slipway_lambda::{handler, State, MIGRATIONS};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -225,8 +225,8 @@ async fn codepipeline_jobs_are_reported_with_the_real_sdk() {
         .await
         .expect("delivered");
     assert_eq!(
-        report.error.as_ref().map(|e| e.code.as_str()),
-        Some("bad_request")
+        report.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::BadRequest)
     );
     let failures = recorder.calls("CodePipeline_20150709.PutJobFailureResult");
     assert_eq!(failures.len(), 1, "{failures:?}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use slipway::secret::{with_secret, DbSecret, SecretSource};
-use slipway::{ConnectOptions, Report};
+use slipway::{ConnectOptions, ErrorCode, Report};
 use support::Moto;
 
 async fn sdk(moto: &Moto) -> aws_config::SdkConfig {
@@ -157,7 +157,7 @@ async fn an_auth_failure_refetches_once_and_retries_only_when_the_secret_changed
     })
     .await;
     assert_eq!(runs, 1);
-    assert_eq!(report.error.as_ref().map(|e| e.code.as_str()), Some("auth"));
+    assert_eq!(report.error.as_ref().map(|e| e.code), Some(ErrorCode::Auth));
 
     // Other failures are returned as they are, without a re-fetch.
     let report = with_secret(&source, "validate", false, |_| async {
@@ -169,8 +169,8 @@ async fn an_auth_failure_refetches_once_and_retries_only_when_the_secret_changed
     })
     .await;
     assert_eq!(
-        report.error.as_ref().map(|e| e.code.as_str()),
-        Some("connection")
+        report.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::Connection)
     );
 
     // The options a caller builds from the secret carry its credentials.

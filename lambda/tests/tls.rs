@@ -25,7 +25,7 @@ use openssl::x509::{X509Name, X509};
 use serde_json::json;
 use slipway::connect::{connect, parse_database_url};
 use slipway::tls::{SslMode, TlsOptions};
-use slipway::{ConnectOptions, MigrationSet};
+use slipway::{ConnectOptions, ErrorCode, MigrationSet};
 use slipway_lambda::config::Config;
 use slipway_lambda::{handler, State};
 
@@ -272,7 +272,10 @@ async fn sslmodes_against_a_real_server() {
             .load()
             .await
     };
-    for (bundle, want) in [(&pki.ca_bundle, None), (&pki.wrong_ca_bundle, Some("tls"))] {
+    for (bundle, want) in [
+        (&pki.ca_bundle, None),
+        (&pki.wrong_ca_bundle, Some(ErrorCode::Tls)),
+    ] {
         let bundle = bundle.display().to_string();
         let config = Config::from_lookup(|name| match name {
             "DATABASE_URL" => Some(by_name.clone()),
@@ -290,7 +293,7 @@ async fn sslmodes_against_a_real_server() {
         .expect("a report");
         let json = report.to_json();
         assert_eq!(
-            report.error.as_ref().map(|e| e.code.as_str()),
+            report.error.as_ref().map(|e| e.code),
             want,
             "{bundle}: {json}"
         );

@@ -1,244 +1,18 @@
-//! The report: what a run found and did, in the one shape both faces print
-//! (CLI `--json`, the Lambda response) and CodeBuild greps
-//! (`"schema_valid":false`). Field names are a contract (docs/DESIGN.md,
-//! "Interfaces"); `tests::field_names_are_stable` pins them.
+//! The human rendering of a report, what the CLI prints by default: tables
+//! of migrations, drift and dry-run schema changes grouped by table and read
+//! like a diff, the error with its detail, a verdict. Colour only on a TTY.
 //!
-//! Also the human rendering the CLI prints by default.
+//! Kept apart from the report's types so that the diff ([`crate::drift`])
+//! stays a pure comparison of snapshots: the renderer reads the report's
+//! items, the diff knows nothing of how they are shown.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
-use crate::error::Error;
-
-/// What a run found and did.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Report {
-    pub success: bool,
-    pub action: String,
-    pub dry_run: bool,
-    pub schema_valid: bool,
-    pub database: Option<String>,
-    pub current_version: Option<String>,
-    pub target_version: Option<String>,
-    pub pending: Vec<PendingMigration>,
-    pub applied: Vec<AppliedMigration>,
-    pub drift: Vec<DriftItem>,
-    pub checksum_mismatches: Vec<ChecksumMismatchItem>,
-    pub unknown_versions: Vec<UnknownVersion>,
-    pub duration_ms: u64,
-    pub error: Option<ReportError>,
-    /// Every known migration and its state (`status` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub migrations: Option<Vec<MigrationStatus>>,
-    /// What the migrations of an apply changed in the schema, from the
-    /// catalog before and after them (`apply`, including a dry run, when
-    /// something ran).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schema_changes: Option<Vec<SchemaChange>>,
-    /// What a `rollback` undid, newest first (a dry run: ran, then undone).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rolled_back: Option<Vec<AppliedMigration>>,
-    /// INVALID indexes, left by a failed no-transaction migration, that this
-    /// run dropped before running it again.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub dropped_invalid_indexes: Vec<String>,
-    /// `verify`: each migration's apply / rollback / re-apply round trip.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verify: Option<Vec<VerifyStep>>,
-    /// `local start` (CLI): the URL of the local server's database.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// `snapshot` (CLI): the expected-snapshot file written or checked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotFile>,
-}
-
-/// The expected-snapshot file of `slipway snapshot`; the report's
-/// `schema_valid` says whether it matches the migrations after the run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SnapshotFile {
-    pub path: String,
-    /// False for `--check`, which only compares.
-    pub written: bool,
-    pub tables: usize,
-    pub fingerprint: String,
-}
-
-/// One migration's round trip in `verify`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct VerifyStep {
-    pub version: String,
-    pub script: String,
-    pub rollback_script: Option<String>,
-    /// True when the rollback restored the schema before the migration and
-    /// the re-apply the schema after it.
-    pub ok: bool,
-    /// What differs, one sentence each, e.g. `0004 rollback leaves index
-    /// public.quiz_sessions.quiz_sessions_level_idx`.
-    pub problems: Vec<String>,
-    /// The schema after the rollback compared with the schema before the
-    /// migration (`expected`: before, `actual`: after the rollback).
-    pub rollback_drift: Vec<DriftItem>,
-    /// The schema after the re-apply compared with the schema after the
-    /// first apply.
-    pub reapply_drift: Vec<DriftItem>,
-}
-
-/// A migration that has not run yet (or, for a dry run, ran and was rolled back).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PendingMigration {
-    pub version: Option<String>,
-    pub description: String,
-    pub script: String,
-}
-
-/// A migration this run committed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AppliedMigration {
-    pub version: Option<String>,
-    pub description: String,
-    pub script: String,
-    pub duration_ms: i64,
-}
-
-/// One difference between the live catalog and the recorded snapshot.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DriftItem {
-    pub kind: String,
-    pub object: String,
-    pub expected: Option<String>,
-    pub actual: Option<String>,
-}
-
-/// One change an apply made (or, for a dry run, would make) to the schema.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SchemaChange {
-    /// `create`, `drop` or `alter`.
-    pub change: String,
-    /// `table`, `view`, `column`, `constraint`, `index`, `trigger`,
-    /// `function`, `sequence`, `type` or `extension`.
-    pub object_type: String,
-    pub object: String,
-    /// For `alter`: `type`, `nullability`, `default`, `owner`, `grants` or `definition`.
-    pub aspect: Option<String>,
-    pub before: Option<String>,
-    pub after: Option<String>,
-}
-
-/// An applied migration whose file changed since it ran.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ChecksumMismatchItem {
-    pub version: String,
-    pub script: String,
-    pub recorded_checksum: String,
-    pub file_checksum: String,
-}
-
-/// An applied version that no migration file describes.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct UnknownVersion {
-    pub version: String,
-    pub description: String,
-}
-
-/// A row of `status`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MigrationStatus {
-    pub version: Option<String>,
-    pub description: String,
-    pub script: String,
-    /// `applied`, `pending`, `modified` or `unknown`.
-    pub state: String,
-    pub applied_at: Option<String>,
-    pub applied_by: Option<String>,
-    pub duration_ms: Option<i64>,
-}
-
-/// The report's `error` object.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ReportError {
-    pub code: String,
-    pub message: String,
-    pub detail: serde_json::Value,
-}
-
-impl From<&Error> for ReportError {
-    fn from(error: &Error) -> ReportError {
-        ReportError {
-            code: error.code().as_str().to_owned(),
-            message: error.to_string(),
-            detail: error.detail(),
-        }
-    }
-}
+use super::{DriftItem, Report, SchemaChange, SchemaChangeKind};
+use crate::drift::{Aspect, Change, DriftKind};
 
 impl Report {
-    /// An empty report for `action`, to be filled in as the run goes.
-    pub fn new(action: &str, dry_run: bool) -> Report {
-        Report {
-            success: false,
-            action: action.to_owned(),
-            dry_run,
-            schema_valid: false,
-            database: None,
-            current_version: None,
-            target_version: None,
-            pending: Vec::new(),
-            applied: Vec::new(),
-            drift: Vec::new(),
-            checksum_mismatches: Vec::new(),
-            unknown_versions: Vec::new(),
-            duration_ms: 0,
-            error: None,
-            migrations: None,
-            schema_changes: None,
-            rolled_back: None,
-            dropped_invalid_indexes: Vec::new(),
-            verify: None,
-            url: None,
-            snapshot: None,
-        }
-    }
-
-    /// A failed report carrying `error`, for failures before any work
-    /// (malformed event, bad configuration).
-    pub fn failure(action: &str, dry_run: bool, error: &Error) -> Report {
-        let mut report = Report::new(action, dry_run);
-        report.fail(error);
-        report
-    }
-
-    /// Mark the report failed with `error`.
-    pub fn fail(&mut self, error: &Error) {
-        self.success = false;
-        self.error = Some(ReportError::from(error));
-    }
-
-    /// Compact JSON, one line.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(
-                "{{\"success\":false,\"action\":\"{}\",\"error\":{{\"code\":\"internal\",\"message\":\"report serialisation failed: {}\",\"detail\":null}}}}",
-                self.action.escape_default(),
-                e.to_string().escape_default()
-            )
-        })
-    }
-
-    /// The exit code of the CLI for this report: 0 success (and valid, for
-    /// validate), 1 validate found the schema not valid (or `snapshot
-    /// --check` the file stale), 2 error.
-    pub fn exit_code(&self) -> u8 {
-        if !self.success {
-            2
-        } else if (self.action == "validate" || self.action == "snapshot") && !self.schema_valid {
-            1
-        } else {
-            0
-        }
-    }
-
     /// Human-readable text; ANSI colour when `color` is set (a TTY).
     pub fn render_human(&self, color: bool) -> String {
         self.render_human_with(color, false)
@@ -249,7 +23,7 @@ impl Report {
     /// its statements may have stayed done, and the text must not say that
     /// nothing was changed.
     pub fn render_human_with(&self, color: bool, failed_step_ran_alone: bool) -> String {
-        let paint = crate::report::painter(color);
+        let paint = painter(color);
         let mut out = String::new();
         let database = self.database.as_deref().unwrap_or("?");
         let current = self.current_version.as_deref().unwrap_or("none");
@@ -274,7 +48,7 @@ impl Report {
                 .map(|m| {
                     [
                         m.version.clone().unwrap_or_else(|| "R".into()),
-                        m.state.clone(),
+                        m.state.as_str().to_owned(),
                         m.description.clone(),
                         m.applied_at.clone().unwrap_or_default(),
                         m.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
@@ -403,7 +177,7 @@ impl Report {
                 "\n{}",
                 paint("36", "schema changes (made, then rolled back):")
             );
-            out.push_str(&crate::drift::render_changes(changes, color));
+            out.push_str(&render_changes(changes, color));
         }
         if !self.drift.is_empty() {
             let _ = writeln!(
@@ -417,7 +191,7 @@ impl Report {
                     )
                 )
             );
-            out.push_str(&crate::drift::render_drift(&self.drift, color));
+            out.push_str(&render_drift(&self.drift, color));
         }
 
         if !out.is_empty() {
@@ -546,55 +320,226 @@ pub(crate) fn painter(color: bool) -> impl Fn(&str, &str) -> String {
     }
 }
 
+/// Split an object name at its dots, keeping quoted identifiers whole:
+/// `public."a.b".c` is `public`, `"a.b"`, `c`.
+fn split_name(object: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, c) in object.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => {
+                parts.push(&object[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&object[start..]);
+    parts
+}
+
+/// The heading an item is shown under (its table, for a `table_part`: a
+/// column, constraint, index or trigger; else the object itself) and the
+/// rest of its name.
+fn group_of(table_part: bool, object: &str) -> (String, String) {
+    let parts = split_name(object);
+    // A function signature may hold dots in its argument types; only table
+    // parts are split.
+    if table_part && parts.len() >= 3 {
+        (parts[..2].join("."), parts[2..].join("."))
+    } else {
+        (object.to_owned(), String::new())
+    }
+}
+
+/// One line of the human rendering.
+struct Line {
+    sign: char,
+    label: String,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+/// Drift items grouped by table, like a diff: `-` missing, `+` extra, `~`
+/// changed (expected → found).
+fn render_drift(items: &[DriftItem], color: bool) -> String {
+    let lines = items.iter().map(|item| {
+        let (group, member) = group_of(item.kind.is_table_part(), &item.object);
+        let word = object_word(item.kind, &item.object);
+        let aspect = shown_aspect(item.kind.aspect());
+        let label = [word, member.as_str(), aspect]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let sign = match item.kind.change() {
+            Change::Missing => '-',
+            Change::Extra => '+',
+            Change::Changed => '~',
+        };
+        (
+            group,
+            Line {
+                sign,
+                label,
+                before: item.expected.clone(),
+                after: item.actual.clone(),
+            },
+        )
+    });
+    render_grouped(lines, color)
+}
+
+/// Dry-run schema changes grouped by table: `+` create, `-` drop, `~` alter.
+fn render_changes(changes: &[SchemaChange], color: bool) -> String {
+    let lines = changes.iter().map(|c| {
+        let (group, member) = group_of(c.object_type.is_table_part(), &c.object);
+        let aspect = shown_aspect(c.aspect);
+        let label = [c.object_type.as_str(), member.as_str(), aspect]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let sign = match c.change {
+            SchemaChangeKind::Create => '+',
+            SchemaChangeKind::Drop => '-',
+            SchemaChangeKind::Alter => '~',
+        };
+        (
+            group,
+            Line {
+                sign,
+                label,
+                before: c.before.clone(),
+                after: c.after.clone(),
+            },
+        )
+    });
+    render_grouped(lines, color)
+}
+
+/// The aspect named in a line: none for the definition as a whole, which
+/// the values show.
+fn shown_aspect(aspect: Option<Aspect>) -> &'static str {
+    aspect
+        .filter(|a| *a != Aspect::Definition)
+        .map_or("", Aspect::as_str)
+}
+
+fn object_word(kind: DriftKind, object: &str) -> &'static str {
+    use DriftKind as K;
+    match kind {
+        K::MissingTable | K::ExtraTable | K::TableChanged => "table",
+        K::MissingView | K::ExtraView | K::ViewChanged => "view",
+        K::MissingColumn
+        | K::ExtraColumn
+        | K::ColumnTypeChanged
+        | K::NullabilityChanged
+        | K::DefaultChanged
+        | K::ColumnChanged => "column",
+        K::MissingConstraint | K::ExtraConstraint | K::ConstraintChanged => "constraint",
+        K::MissingIndex | K::ExtraIndex | K::IndexChanged => "index",
+        K::MissingTrigger | K::ExtraTrigger | K::TriggerChanged => "trigger",
+        K::MissingFunction | K::ExtraFunction | K::FunctionChanged => "function",
+        K::MissingSequence | K::ExtraSequence | K::SequenceChanged => "sequence",
+        K::MissingType | K::ExtraType | K::TypeChanged => "type",
+        K::MissingExtension | K::ExtraExtension | K::ExtensionChanged => "extension",
+        // The item does not say what kind of object changed owner or
+        // grants; a signature at least shows a function.
+        K::OwnerChanged | K::GrantsChanged if object.contains('(') => "function",
+        K::OwnerChanged | K::GrantsChanged => "",
+    }
+}
+
+fn render_grouped(lines: impl Iterator<Item = (String, Line)>, color: bool) -> String {
+    let paint = painter(color);
+    let mut groups: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+    for (group, line) in lines {
+        groups.entry(group).or_default().push(line);
+    }
+    let mut out = String::new();
+    for (group, lines) in groups {
+        let _ = writeln!(out, "  {}", paint("1", &group));
+        for line in lines {
+            let code = match line.sign {
+                '+' => "32",
+                '-' => "31",
+                _ => "33",
+            };
+            let head = format!("{} {}", line.sign, line.label);
+            let multi_line = [&line.before, &line.after]
+                .iter()
+                .any(|v| v.as_deref().is_some_and(|t| t.trim_end().contains('\n')));
+            match line.sign {
+                '+' | '-' if !multi_line => {
+                    let value = if line.sign == '+' {
+                        &line.after
+                    } else {
+                        &line.before
+                    };
+                    let value = value.as_deref().unwrap_or("");
+                    // `+ table (3 columns)`, not `+ table  table (3 columns)`.
+                    if !line.label.is_empty() && value.starts_with(&line.label) {
+                        let whole = format!("{} {value}", line.sign);
+                        let _ = writeln!(out, "    {}", paint(code, &whole));
+                    } else {
+                        let _ = writeln!(out, "    {}  {value}", paint(code, &head));
+                    }
+                }
+                _ if !multi_line => {
+                    let _ = writeln!(
+                        out,
+                        "    {}  {} → {}",
+                        paint(code, &head),
+                        line.before.as_deref().unwrap_or("(none)"),
+                        line.after.as_deref().unwrap_or("(none)")
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "    {}", paint(code, &head));
+                    out.push_str(&line_diff(
+                        line.before.as_deref().unwrap_or(""),
+                        line.after.as_deref().unwrap_or(""),
+                        &paint,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The lines between the common head and tail of two texts, `-` then `+`.
+fn line_diff(before: &str, after: &str, paint: &dyn Fn(&str, &str) -> String) -> String {
+    let a: Vec<&str> = before.trim_end().lines().collect();
+    let b: Vec<&str> = after.trim_end().lines().collect();
+    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let tail = a[head..]
+        .iter()
+        .rev()
+        .zip(b[head..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let mut out = String::new();
+    for line in &a[head..a.len() - tail] {
+        let _ = writeln!(out, "      {}", paint("31", &format!("- {line}")));
+    }
+    for line in &b[head..b.len() - tail] {
+        let _ = writeln!(out, "      {}", paint("32", &format!("+ {line}")));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn field_names_are_stable() {
-        let report = Report::new("validate", false);
-        let json = report.to_json();
-        let object: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&json).unwrap();
-        // Order as printed, not as parsed: the contract is the text.
-        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-        keys.sort_by_key(|k| json.find(&format!("\"{k}\":")).unwrap());
-        assert_eq!(
-            keys,
-            [
-                "success",
-                "action",
-                "dry_run",
-                "schema_valid",
-                "database",
-                "current_version",
-                "target_version",
-                "pending",
-                "applied",
-                "drift",
-                "checksum_mismatches",
-                "unknown_versions",
-                "duration_ms",
-                "error",
-            ]
-        );
-        assert!(report.to_json().starts_with(
-            "{\"success\":false,\"action\":\"validate\",\"dry_run\":false,\"schema_valid\":false,"
-        ));
-    }
-
-    #[test]
-    fn exit_codes() {
-        let mut report = Report::new("validate", false);
-        assert_eq!(report.exit_code(), 2);
-        report.success = true;
-        assert_eq!(report.exit_code(), 1);
-        report.schema_valid = true;
-        assert_eq!(report.exit_code(), 0);
-        let mut apply = Report::new("apply", false);
-        apply.success = true;
-        assert_eq!(apply.exit_code(), 0);
-    }
+    use crate::drift::fixtures::{self, base, column, users};
+    use crate::drift::{diff, DiffOptions, ObjectType};
+    use crate::error::Error;
 
     #[test]
     fn error_detail_is_rendered() {
@@ -628,5 +573,106 @@ mod tests {
     fn table_aligns_columns() {
         let text = table(&["a", "bb"], &[["xxx".into(), "y".into()]]);
         assert_eq!(text, "  a    bb\n  ---  --\n  xxx  y\n");
+    }
+
+    #[test]
+    fn objects_group_under_their_table() {
+        assert_eq!(
+            group_of(
+                DriftKind::MissingColumn.is_table_part(),
+                "public.users.email"
+            ),
+            ("public.users".into(), "email".into())
+        );
+        assert_eq!(
+            group_of(
+                DriftKind::ExtraIndex.is_table_part(),
+                "public.\"Odd.Name\".\"idx.1\""
+            ),
+            ("public.\"Odd.Name\"".into(), "\"idx.1\"".into())
+        );
+        assert_eq!(
+            group_of(
+                DriftKind::FunctionChanged.is_table_part(),
+                "public.f(numeric(5,2))"
+            ),
+            ("public.f(numeric(5,2))".into(), String::new())
+        );
+        assert_eq!(
+            group_of(DriftKind::ExtraTable.is_table_part(), "public.users"),
+            ("public.users".into(), String::new())
+        );
+    }
+
+    #[test]
+    fn human_rendering_reads_like_a_diff() {
+        let mut actual = base();
+        users(&mut actual)
+            .columns
+            .insert("nickname".into(), column("text", false, None));
+        users(&mut actual).indexes.clear();
+        users(&mut actual).columns.get_mut("role").unwrap().default = None;
+        actual
+            .relations
+            .get_mut("public.user_ids")
+            .unwrap()
+            .definition = Some(" SELECT users.email\n   FROM public.users;".into());
+        let items: Vec<DriftItem> = diff(&base(), &actual, DiffOptions::default())
+            .iter()
+            .map(DriftItem::from)
+            .collect();
+        let text = render_drift(&items, false);
+        assert_eq!(
+            text,
+            "  public.user_ids
+    ~ view
+      -  SELECT users.id
+      +  SELECT users.email
+  public.users
+    + column nickname  text
+    ~ column role default  'student'::character varying → (none)
+    - index users_email_idx  CREATE INDEX users_email_idx ON public.users USING btree (email)
+",
+        );
+    }
+
+    #[test]
+    fn dry_run_changes_read_as_create_drop_alter() {
+        let before = base();
+        let mut after = base();
+        after.relations.insert(
+            "public.audit".into(),
+            fixtures::table(&[("id", column("bigint", true, None))]),
+        );
+        users(&mut after)
+            .columns
+            .get_mut("email")
+            .unwrap()
+            .data_type = "citext".into();
+        let changes: Vec<SchemaChange> = diff(
+            &before,
+            &after,
+            DiffOptions {
+                same_database: true,
+            },
+        )
+        .iter()
+        .map(SchemaChange::from)
+        .collect();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].change, SchemaChangeKind::Create);
+        assert_eq!(changes[0].object_type, ObjectType::Table);
+        assert_eq!(changes[1].change, SchemaChangeKind::Alter);
+        assert_eq!(changes[1].aspect, Some(Aspect::Type));
+        assert_eq!(changes[1].before.as_deref(), Some("text"));
+        let text = render_changes(&changes, false);
+        assert!(
+            text.contains("  public.audit\n    + table (1 column)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    ~ column email type  text → citext\n"),
+            "{text}"
+        );
     }
 }
