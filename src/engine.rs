@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
+use crate::action::Action;
 use crate::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
 pub use crate::config::{Settings, DEFAULT_HISTORY_SCHEMA};
 use crate::connect::{connect, ConnectOptions};
@@ -138,7 +139,7 @@ impl Migrator {
     /// Read-only check: pending migrations, modified files, unknown versions.
     pub async fn validate(&self) -> Report {
         let started = Instant::now();
-        let mut report = Report::new("validate", false);
+        let mut report = Report::new(Action::Validate, false);
         let outcome = self.validate_into(&mut report).await;
         finish(report, outcome, started)
     }
@@ -146,7 +147,7 @@ impl Migrator {
     /// Like validate, plus every migration's state, for people.
     pub async fn status(&self) -> Report {
         let started = Instant::now();
-        let mut report = Report::new("status", false);
+        let mut report = Report::new(Action::Status, false);
         let outcome = self.status_into(&mut report).await;
         finish(report, outcome, started)
     }
@@ -154,7 +155,7 @@ impl Migrator {
     /// Run the pending migrations in one transaction under the advisory lock.
     pub async fn apply(&self, options: &ApplyOptions) -> Report {
         let started = Instant::now();
-        let mut report = Report::new("apply", options.dry_run);
+        let mut report = Report::new(Action::Apply, options.dry_run);
         let outcome = self.apply_into(&mut report, options).await;
         finish(report, outcome, started)
     }
@@ -163,7 +164,7 @@ impl Migrator {
     /// their rollback scripts, in one transaction under the advisory lock.
     pub async fn rollback(&self, options: &RollbackOptions) -> Report {
         let started = Instant::now();
-        let mut report = Report::new("rollback", options.dry_run);
+        let mut report = Report::new(Action::Rollback, options.dry_run);
         let outcome = self.rollback_into(&mut report, options).await;
         finish(report, outcome, started)
     }
@@ -546,7 +547,7 @@ impl Migrator {
         if !policy.allow_drift {
             return Err(drift_error(
                 drift.reference,
-                if report.action == "rollback" {
+                if report.action == Action::Rollback {
                     "schema drift before rolling back"
                 } else {
                     "schema drift before applying"
@@ -1041,7 +1042,7 @@ pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Res
         Settings::default(),
     );
     let built = async {
-        let mut report = Report::new("apply", false);
+        let mut report = Report::new(Action::Apply, false);
         migrator
             .apply_into(&mut report, &ApplyOptions::default())
             .await?;

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::action::Action;
 use crate::engine::{build_expected_snapshot, Target};
 use crate::error::{Error, Result};
 use crate::migrations::MigrationSet;
@@ -20,7 +21,7 @@ pub async fn write_or_check(
     check: bool,
 ) -> Report {
     let started = Instant::now();
-    let mut report = Report::new("snapshot", false);
+    let mut report = Report::new(Action::Snapshot, false);
     match write_or_check_into(set, server, path, check, &mut report).await {
         Ok(()) => report.success = true,
         Err(error) => report.fail(&error),

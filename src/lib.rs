@@ -3,6 +3,7 @@
 //! The library holds all behaviour; the `slipway` CLI and the Lambda function
 //! are thin adapters over [`Migrator`]. See ARCHITECTURE.md for the code map.
 
+pub mod action;
 pub mod catalog;
 pub mod config;
 pub mod connect;

@@ -14,6 +14,7 @@
 
 use std::time::Instant;
 
+use crate::action::Action;
 use crate::catalog::Snapshot;
 use crate::connect::connect;
 use crate::drift::{diff, Change, DiffOptions, Difference};
@@ -28,7 +29,7 @@ use crate::report::{DriftItem, Report, VerifyStep};
 /// create and drop it; PostgreSQL 13+, `CREATEDB` needed).
 pub async fn verify(set: &MigrationSet, server: &Target, settings: &Settings) -> Report {
     let started = Instant::now();
-    let mut report = Report::new("verify", false);
+    let mut report = Report::new(Action::Verify, false);
     let outcome = verify_into(set, server, settings, &mut report).await;
     if let Err(error) = outcome {
         report.fail(&error);

@@ -26,7 +26,7 @@ pub enum Outcome {
 /// Decide the job's outcome from the report.
 pub fn outcome(report: &Report) -> Outcome {
     if report.exit_code() == 0 {
-        let summary = if report.action == "apply" && !report.dry_run {
+        let summary = if report.action == slipway::Action::Apply && !report.dry_run {
             format!(
                 "applied {} migration(s); schema at version {}",
                 report.applied.len(),

@@ -107,7 +107,7 @@ pub async fn handler(state: &State, event: LambdaEvent<Value>) -> Result<Report,
     let (report, metric_action) = match &request {
         Ok(request) => (state.run(request).await, request.action().as_str()),
         Err(bad) => (
-            Report::failure(&bad.action, bad.dry_run, &bad.to_error()),
+            Report::failure(bad.action.as_str(), bad.dry_run, &bad.to_error()),
             metrics::INVALID_ACTION,
         ),
     };
@@ -246,7 +246,7 @@ mod tests {
                 Some(ErrorCode::BadRequest),
                 "{payload}: {report:?}"
             );
-            assert_eq!(report.action, action, "{payload}");
+            assert_eq!(report.action.as_str(), action, "{payload}");
             // The response is compact JSON that starts like every report.
             assert!(report.to_json().starts_with("{\"success\":false,"));
         }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::{DriftItem, Report, SchemaChange, SchemaChangeKind};
+use crate::action::Action;
 use crate::drift::{Aspect, Change, DriftKind};
 
 impl Report {
@@ -28,7 +29,7 @@ impl Report {
         let database = self.database.as_deref().unwrap_or("?");
         let current = self.current_version.as_deref().unwrap_or("none");
         let target = self.target_version.as_deref().unwrap_or("none");
-        if self.action == "verify" {
+        if self.action == Action::Verify {
             let _ = writeln!(
                 out,
                 "verify on the throw-away database {database} (dropped afterwards)"
@@ -274,7 +275,7 @@ impl Report {
             .and_then(serde_json::Value::as_array)
             .is_some_and(|a| !a.is_empty());
         !self.success
-            && (self.action == "apply" || self.action == "rollback")
+            && (self.action == Action::Apply || self.action == Action::Rollback)
             && self.applied.is_empty()
             && self.rolled_back.as_ref().is_none_or(Vec::is_empty)
             && !failed_step_ran_alone

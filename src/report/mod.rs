@@ -12,6 +12,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::action::Action;
 use crate::drift::{Aspect, Change, Difference, DriftKind, ObjectType};
 use crate::error::{Error, ErrorCode};
 
@@ -19,11 +20,81 @@ mod human;
 
 pub(crate) use human::painter;
 
+/// The report's `action`: an [`Action`], one of the CLI's own commands, or
+/// — for a request that could not be read — what it asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportAction {
+    Action(Action),
+    Lint,
+    LocalStart,
+    LocalStop,
+    /// A request that could not be read: the action it named (cut short by
+    /// the face), or `unknown`.
+    Unread(String),
+}
+
+impl ReportAction {
+    /// The action `text` names: a known spelling is its variant, anything
+    /// else is kept as asked.
+    pub fn named(text: &str) -> ReportAction {
+        match text {
+            "lint" => ReportAction::Lint,
+            "local start" => ReportAction::LocalStart,
+            "local stop" => ReportAction::LocalStop,
+            _ => Action::parse(text).map_or_else(
+                || ReportAction::Unread(text.to_owned()),
+                ReportAction::Action,
+            ),
+        }
+    }
+
+    /// The spelling in the report.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReportAction::Action(action) => action.as_str(),
+            ReportAction::Lint => "lint",
+            ReportAction::LocalStart => "local start",
+            ReportAction::LocalStop => "local stop",
+            ReportAction::Unread(text) => text,
+        }
+    }
+}
+
+impl From<Action> for ReportAction {
+    fn from(action: Action) -> ReportAction {
+        ReportAction::Action(action)
+    }
+}
+
+impl From<&str> for ReportAction {
+    fn from(text: &str) -> ReportAction {
+        ReportAction::named(text)
+    }
+}
+
+impl PartialEq<Action> for ReportAction {
+    fn eq(&self, other: &Action) -> bool {
+        *self == ReportAction::Action(*other)
+    }
+}
+
+impl std::fmt::Display for ReportAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ReportAction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// What a run found and did.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub success: bool,
-    pub action: String,
+    pub action: ReportAction,
     pub dry_run: bool,
     pub schema_valid: bool,
     pub database: Option<String>,
@@ -284,10 +355,10 @@ impl From<&Difference> for SchemaChange {
 
 impl Report {
     /// An empty report for `action`, to be filled in as the run goes.
-    pub fn new(action: &str, dry_run: bool) -> Report {
+    pub fn new(action: impl Into<ReportAction>, dry_run: bool) -> Report {
         Report {
             success: false,
-            action: action.to_owned(),
+            action: action.into(),
             dry_run,
             schema_valid: false,
             database: None,
@@ -312,7 +383,7 @@ impl Report {
 
     /// A failed report carrying `error`, for failures before any work
     /// (malformed event, bad configuration).
-    pub fn failure(action: &str, dry_run: bool, error: &Error) -> Report {
+    pub fn failure(action: impl Into<ReportAction>, dry_run: bool, error: &Error) -> Report {
         let mut report = Report::new(action, dry_run);
         report.fail(error);
         report
@@ -329,7 +400,7 @@ impl Report {
         serde_json::to_string(self).unwrap_or_else(|e| {
             format!(
                 "{{\"success\":false,\"action\":\"{}\",\"error\":{{\"code\":\"internal\",\"message\":\"report serialisation failed: {}\",\"detail\":null}}}}",
-                self.action.escape_default(),
+                self.action.as_str().escape_default(),
                 e.to_string().escape_default()
             )
         })
@@ -341,7 +412,9 @@ impl Report {
     pub fn exit_code(&self) -> u8 {
         if !self.success {
             2
-        } else if (self.action == "validate" || self.action == "snapshot") && !self.schema_valid {
+        } else if (self.action == Action::Validate || self.action == Action::Snapshot)
+            && !self.schema_valid
+        {
             1
         } else {
             0
