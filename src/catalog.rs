@@ -48,8 +48,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
+use crate::db::sql::{database_error, hex, quote_identifier, quote_literal};
 use crate::error::{Error, Result};
-use crate::history::quote_literal;
 
 /// Version of the snapshot's shape. A snapshot of another format is not
 /// compared (new fields would show up as drift that is not there); it is
@@ -507,13 +507,13 @@ pub async fn read(client: &Client, query: &CatalogQuery) -> Result<CatalogRead> 
     let stream = client
         .simple_query_raw(&query.sql())
         .await
-        .map_err(|e| crate::history::database_error("reading the catalog", &e))?;
+        .map_err(|e| database_error("reading the catalog", &e))?;
     futures_util::pin_mut!(stream);
     while let Some(message) = stream.next().await {
         match message {
             Ok(SimpleQueryMessage::Row(row)) if is_catalog_row(&row) => collector.accept(&row)?,
             Ok(_) => {}
-            Err(e) => return Err(crate::history::database_error("reading the catalog", &e)),
+            Err(e) => return Err(database_error("reading the catalog", &e)),
         }
     }
     let queries = collector.queries();
@@ -745,22 +745,13 @@ pub fn ident(name: &str) -> String {
     if plain {
         name.to_owned()
     } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        quote_identifier(name)
     }
 }
 
 /// `schema.name`, each part quoted when needed.
 pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", ident(schema), ident(name))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 fn relation_kind(relkind: &str) -> &'static str {

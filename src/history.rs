@@ -29,6 +29,7 @@ use tokio_postgres::error::{DbError, ErrorPosition, SqlState};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::catalog::{self, key_parts, CatalogQuery, OwnedObject, Snapshot};
+use crate::db::sql::{database_error, is_session_lost, quote_identifier, quote_literal};
 use crate::error::{Error, MigrationFailure, Result};
 use crate::migrations::{Migration, MigrationKind};
 use crate::plan::HistoryRow;
@@ -1568,60 +1569,9 @@ pub async fn drop_database(client: &Client, name: &str) -> Result<()> {
         .map_err(|e| database_error(&format!("dropping the scratch database {name}"), &e))
 }
 
-/// A database error from slipway's own statements, with its context.
-pub fn database_error(context: &str, error: &tokio_postgres::Error) -> Error {
-    match error.as_db_error() {
-        Some(db) if is_session_lost(db) => Error::Connection(format!(
-            "the server ended the session while {context}: {} (SQLSTATE {}); rerun when the server is back",
-            db.message(),
-            db.code().code()
-        )),
-        Some(db) => Error::Database {
-            context: context.to_owned(),
-            message: format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        },
-        None if error.is_closed() => {
-            Error::Connection(format!("the connection closed while {context}"))
-        }
-        None => Error::Connection(format!("{context}: {error}")),
-    }
-}
-
-/// Whether the server ended the session rather than refusing a statement:
-/// a terminated backend (`pg_terminate_backend`, 57P01), a shutdown or
-/// crash restart (57P01/57P02), a dropped database, any connection
-/// exception (class 08) or any FATAL/PANIC. Such a failure is about the
-/// connection, never about the migration that happened to be running.
-pub fn is_session_lost(db: &DbError) -> bool {
-    let code = db.code().code();
-    code.starts_with("57P") || code.starts_with("08") || matches!(db.severity(), "FATAL" | "PANIC")
-}
-
-/// `"name"` with embedded quotes doubled.
-pub fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `'text'` as a literal that means the same under any
-/// `standard_conforming_strings` setting.
-pub fn quote_literal(text: &str) -> String {
-    if text.contains('\\') {
-        format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
-    } else {
-        format!("'{}'", text.replace('\'', "''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn literals_and_identifiers_are_quoted() {
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
-        assert_eq!(quote_identifier("we\"ird"), "\"we\"\"ird\"");
-    }
 
     #[test]
     fn lock_key_is_stable() {

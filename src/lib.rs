@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod connect;
+pub mod db;
 pub mod drift;
 pub mod engine;
 pub mod error;
