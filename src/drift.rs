@@ -37,7 +37,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::catalog::{Column, Function, Relation, Sequence, Snapshot};
+use crate::db::catalog::{Column, Function, Relation, Sequence, Snapshot};
 use crate::report::{DriftItem, SchemaChange};
 
 /// Every kind of drift item. See the module documentation for their meaning.
@@ -397,7 +397,7 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         }
     }
     for (name, side) in pair(&expected.types, &actual.types) {
-        let describe = |t: &crate::catalog::TypeDef| format!("{} {}", t.kind, t.definition);
+        let describe = |t: &crate::db::catalog::TypeDef| format!("{} {}", t.kind, t.definition);
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingType,
@@ -422,7 +422,7 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         }
     }
     for (name, side) in pair(&expected.extensions, &actual.extensions) {
-        let describe = |x: &crate::catalog::Extension, version: bool| {
+        let describe = |x: &crate::db::catalog::Extension, version: bool| {
             if version {
                 format!("schema {}, version {}", x.schema, x.version)
             } else {
@@ -566,7 +566,7 @@ impl Differences {
             }
         }
         for (constraint, side) in pair(&e.constraints, &a.constraints) {
-            let describe = |c: &crate::catalog::Constraint| c.definition.clone();
+            let describe = |c: &crate::db::catalog::Constraint| c.definition.clone();
             self.part(
                 [
                     DriftKind::MissingConstraint,
@@ -580,7 +580,7 @@ impl Differences {
             );
         }
         for (index, side) in pair(&e.indexes, &a.indexes) {
-            let describe = |i: &crate::catalog::Index| {
+            let describe = |i: &crate::db::catalog::Index| {
                 if i.valid {
                     i.definition.clone()
                 } else {
@@ -600,7 +600,7 @@ impl Differences {
             );
         }
         for (trigger, side) in pair(&e.triggers, &a.triggers) {
-            let describe = |t: &crate::catalog::Trigger| {
+            let describe = |t: &crate::db::catalog::Trigger| {
                 if t.enabled == "enabled" {
                     t.definition.clone()
                 } else {
@@ -1106,7 +1106,7 @@ fn line_diff(before: &str, after: &str, paint: &dyn Fn(&str, &str) -> String) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Constraint, Extension, Index, Trigger, TypeDef};
+    use crate::db::catalog::{Constraint, Extension, Index, Trigger, TypeDef};
 
     fn column(data_type: &str, not_null: bool, default: Option<&str>) -> Column {
         Column {

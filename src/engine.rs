@@ -10,7 +10,7 @@
 //! created, which every apply that runs them records.
 //!
 //! It decides with [`crate::plan`] and [`crate::drift`] and touches the
-//! database only through [`crate::history`] and [`crate::catalog`]; it never
+//! database only through [`crate::db`] and [`crate::db::catalog`]; it never
 //! builds SQL itself.
 //!
 //! Drift is checked against a reference: the snapshot the database's last
@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
 use crate::connect::{connect, ConnectOptions};
-use crate::drift::{diff, DiffOptions, Difference, DriftKind};
-use crate::error::{Error, Result};
-use crate::history::{
+use crate::db::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
+use crate::db::{
     names_identifier, BatchError, BatchOptions, BatchSteps, History, HistorySetup, HistoryState,
 };
+use crate::drift::{diff, DiffOptions, Difference, DriftKind};
+use crate::error::{Error, Result};
 use crate::migrations::{Migration, MigrationKind, MigrationSet, Version, EXPECTED_SNAPSHOT_FILE};
 use crate::plan::{plan, HistoryRow, Plan};
 use crate::report::{
@@ -1039,7 +1039,7 @@ fn is_leftover_of(d: &Difference, pending: &[&Migration]) -> bool {
     {
         return false;
     }
-    let name = crate::catalog::key_parts(&d.object)
+    let name = crate::db::catalog::key_parts(&d.object)
         .pop()
         .unwrap_or_default();
     pending
@@ -1079,7 +1079,7 @@ pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Res
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let name = format!("slipway_snapshot_{}_{stamp}", std::process::id());
-    crate::history::create_database(&admin, &name).await?;
+    crate::db::create_database(&admin, &name).await?;
     let mut target = server.clone();
     target.connect.config.dbname(&name);
     // Without the old expected snapshot: the new one is what is being made.
@@ -1096,7 +1096,7 @@ pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Res
         migrator.snapshot().await
     }
     .await;
-    let dropped = crate::history::drop_database(&admin, &name).await;
+    let dropped = crate::db::drop_database(&admin, &name).await;
     let snapshot = built?;
     dropped?;
     Ok(snapshot)

@@ -3,13 +3,11 @@
 //! The library holds all behaviour; the `slipway` CLI and the Lambda function
 //! are thin adapters over [`Migrator`]. See ARCHITECTURE.md for the code map.
 
-pub mod catalog;
 pub mod connect;
 pub mod db;
 pub mod drift;
 pub mod engine;
 pub mod error;
-pub mod history;
 #[cfg(feature = "lint")]
 pub mod lint;
 pub mod local;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use slipway::catalog::Snapshot;
+use slipway::db::catalog::Snapshot;
 use slipway::local::LocalCluster;
 use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
 use slipway::redact;

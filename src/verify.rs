@@ -14,12 +14,12 @@
 
 use std::time::Instant;
 
-use crate::catalog::Snapshot;
 use crate::connect::connect;
+use crate::db::catalog::Snapshot;
+use crate::db::{create_database, drop_database};
 use crate::drift::{diff, Change, DiffOptions, Difference};
 use crate::engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};
 use crate::error::{Error, Result};
-use crate::history::{create_database, drop_database};
 use crate::migrations::MigrationSet;
 use crate::report::{Report, VerifyStep};
 

@@ -5,4 +5,9 @@
 //! [`sql`] is the leaf the others stand on: quoting, hex and the mapping of
 //! database errors.
 
+pub mod catalog;
+mod history;
 pub(crate) mod sql;
+
+pub(crate) use history::{create_database, drop_database, names_identifier, HistoryState};
+pub use history::{BatchError, BatchOptions, BatchSteps, History, HistorySetup, OpenBatch};

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
-use crate::db::sql::{database_error, hex, quote_identifier, quote_literal};
+use super::sql::{database_error, hex, quote_identifier, quote_literal};
 use crate::error::{Error, Result};
 
 /// Version of the snapshot's shape. A snapshot of another format is not

@@ -9,7 +9,7 @@
 //! the client reads the stream of completions to know how far it got when a
 //! statement fails (psql, by contrast, sends each statement separately).
 //!
-//! The catalog queries of [`crate::catalog`] ride along in the same messages:
+//! The catalog queries of [`super::catalog`] ride along in the same messages:
 //! after the history read (validate, the lock) and at the end of the batch,
 //! so the drift check adds no round trip. The snapshot taken at the end of
 //! the batch is stored in `<schema>.schema_snapshot` with the `COMMIT`.
@@ -28,8 +28,8 @@ use futures_util::StreamExt;
 use tokio_postgres::error::{DbError, ErrorPosition, SqlState};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::catalog::{self, key_parts, CatalogQuery, OwnedObject, Snapshot};
-use crate::db::sql::{database_error, is_session_lost, quote_identifier, quote_literal};
+use super::catalog::{self, key_parts, CatalogQuery, OwnedObject, Snapshot};
+use super::sql::{database_error, is_session_lost, quote_identifier, quote_literal};
 use crate::error::{Error, MigrationFailure, Result};
 use crate::migrations::{Migration, MigrationKind};
 use crate::plan::HistoryRow;
