@@ -1,6 +1,7 @@
 //! The leaf every module that talks to PostgreSQL stands on: quoting
 //! identifiers and literals, lower-case hex, and turning a
-//! `tokio_postgres` error into the crate's [`Error`].
+//! `tokio_postgres` error into the crate's [`Error`] (or a [`BatchError`],
+//! when a lock timeout may be retried).
 //!
 //! It imports nothing of the crate but [`crate::error`], so the catalog
 //! seam and the history seam can both use it without importing each other.
@@ -52,6 +53,16 @@ pub(crate) fn database_error(context: &str, error: &tokio_postgres::Error) -> Er
         }
         None => Error::Connection(format!("{context}: {error}")),
     }
+}
+
+/// Why a batch did not commit — or a lock wait or a migration run alone
+/// did not go through: the one distinction the caller's retry needs.
+#[derive(Debug)]
+pub enum BatchError {
+    /// A statement waited longer than `lock_timeout`; safe to retry.
+    LockTimeout(String),
+    /// Any other failure; the transaction was rolled back.
+    Failed(Error),
 }
 
 /// Whether the server ended the session rather than refusing a statement:
