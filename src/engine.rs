@@ -25,6 +25,7 @@ use tokio_postgres::Client;
 
 use crate::connect::{connect, ConnectOptions};
 use crate::db::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
+use crate::db::with_scratch_database;
 use crate::db::{
     names_identifier, BatchError, BatchOptions, BatchSteps, History, HistorySetup, HistoryState,
 };
@@ -1074,32 +1075,22 @@ fn done_item(m: &Migration, duration_ms: i64) -> AppliedMigration {
 /// `schema.snapshot.json`.
 pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Result<Snapshot> {
     let admin = connect(&server.connect).await?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let name = format!("slipway_snapshot_{}_{stamp}", std::process::id());
-    crate::db::create_database(&admin, &name).await?;
-    let mut target = server.clone();
-    target.connect.config.dbname(&name);
-    // Without the old expected snapshot: the new one is what is being made.
-    let migrator = Migrator::new(
-        set.clone().without_expected_snapshot(),
-        target,
-        Settings::default(),
-    );
-    let built = async {
+    with_scratch_database(&admin, "slipway_snapshot", |name| async move {
+        let mut target = server.clone();
+        target.connect.config.dbname(&name);
+        // Without the old expected snapshot: the new one is what is being made.
+        let migrator = Migrator::new(
+            set.clone().without_expected_snapshot(),
+            target,
+            Settings::default(),
+        );
         let mut report = Report::new("apply", false);
         migrator
             .apply_into(&mut report, &ApplyOptions::default())
             .await?;
         migrator.snapshot().await
-    }
-    .await;
-    let dropped = crate::db::drop_database(&admin, &name).await;
-    let snapshot = built?;
-    dropped?;
-    Ok(snapshot)
+    })
+    .await
 }
 
 /// Report items of differences.

@@ -29,5 +29,5 @@ pub use batch::{BatchOptions, BatchSteps, OpenBatch};
 pub(crate) use history::HistoryState;
 pub use history::{History, HistorySetup};
 pub(crate) use no_transaction::names_identifier;
-pub(crate) use scratch::{create_database, drop_database};
+pub(crate) use scratch::with_scratch_database;
 pub use sql::BatchError;
