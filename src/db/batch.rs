@@ -44,8 +44,8 @@ const GUARD_MESSAGE: &str =
     "a statement of this migration ended the transaction slipway runs it in (COMMIT, ROLLBACK, END or PREPARE TRANSACTION)";
 
 /// A batch whose migrations all ran, in a transaction still open: the
-/// caller commits it with [`History::commit`] or ends it with
-/// [`History::rollback`]. Dropping the client instead rolls it back too.
+/// caller commits it with `History::commit` or ends it with
+/// `History::rollback`. Dropping the client instead rolls it back too.
 #[derive(Debug)]
 pub struct OpenBatch {
     pub(crate) outcomes: Vec<StepOutcome>,

@@ -35,7 +35,7 @@
 //! The deparsing functions take an `ACCESS SHARE` lock on each table they
 //! describe, held to the end of the transaction (as `pg_dump` does): a table
 //! held `ACCESS EXCLUSIVE` by a long transaction makes the read wait, so the
-//! caller bounds it with [`CatalogQuery::lock_timeout`], and one table per
+//! caller bounds it with `CatalogQuery::lock_timeout`, and one table per
 //! lock slot counts against `max_locks_per_transaction`.
 //!
 //! Needs PostgreSQL 12 or later (`attgenerated`, `prokind`).

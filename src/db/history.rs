@@ -105,7 +105,7 @@ pub enum HistorySetup {
     Ready,
     /// It does not exist yet (a new database).
     Create,
-    /// It was made by an older slipway ([`ServerState::history_indexed`]
+    /// It was made by an older slipway (`ServerState::history_indexed`
     /// was false): add the generation column and the unique indexes.
     Upgrade,
 }

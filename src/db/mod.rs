@@ -2,7 +2,7 @@
 //! in this folder — the orchestrator decides, these modules talk to
 //! PostgreSQL ("the orchestrator never builds SQL").
 //!
-//! - [`sql`]: the leaf the others stand on — quoting, hex, database errors.
+//! - `sql`: the leaf the others stand on — quoting, hex, database errors.
 //! - `lock`: the advisory locks that let one run at a time migrate.
 //! - `history`: the history table and the read that decides what to run.
 //! - `batch`: one transaction of steps, its guards, its commit.
