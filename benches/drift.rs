@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use slipway::catalog::{self, CatalogQuery, QUERY_COUNT};
+use slipway::db::catalog::{self, CatalogQuery, QUERY_COUNT};
 
 mod support;
 

@@ -39,7 +39,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::catalog::{Column, Function, Relation, Sequence, Snapshot};
+use crate::db::catalog::{Column, Function, Relation, Sequence, Snapshot};
 
 /// Every kind of drift item. See the module documentation for their meaning.
 /// Serialised as [`DriftKind::as_str`] (a unit test holds the two together).
@@ -488,7 +488,7 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         }
     }
     for (name, side) in pair(&expected.types, &actual.types) {
-        let describe = |t: &crate::catalog::TypeDef| format!("{} {}", t.kind, t.definition);
+        let describe = |t: &crate::db::catalog::TypeDef| format!("{} {}", t.kind, t.definition);
         match side {
             Side::Missing(e) => out.push(
                 DriftKind::MissingType,
@@ -524,7 +524,7 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot, options: DiffOptions) -> Vec
         }
     }
     for (name, side) in pair(&expected.extensions, &actual.extensions) {
-        let describe = |x: &crate::catalog::Extension, version: bool| {
+        let describe = |x: &crate::db::catalog::Extension, version: bool| {
             if version {
                 format!("schema {}, version {}", x.schema, x.version)
             } else {
@@ -672,7 +672,7 @@ impl Differences {
             }
         }
         for (constraint, side) in pair(&e.constraints, &a.constraints) {
-            let describe = |c: &crate::catalog::Constraint| c.definition.clone();
+            let describe = |c: &crate::db::catalog::Constraint| c.definition.clone();
             self.part(
                 [
                     DriftKind::MissingConstraint,
@@ -686,7 +686,7 @@ impl Differences {
             );
         }
         for (index, side) in pair(&e.indexes, &a.indexes) {
-            let describe = |i: &crate::catalog::Index| {
+            let describe = |i: &crate::db::catalog::Index| {
                 if i.valid {
                     i.definition.clone()
                 } else {
@@ -706,7 +706,7 @@ impl Differences {
             );
         }
         for (trigger, side) in pair(&e.triggers, &a.triggers) {
-            let describe = |t: &crate::catalog::Trigger| {
+            let describe = |t: &crate::db::catalog::Trigger| {
                 if t.enabled == "enabled" {
                     t.definition.clone()
                 } else {
@@ -990,7 +990,7 @@ fn describe_sequence(s: &Sequence) -> String {
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
-    use crate::catalog::{Constraint, Extension, Index, Trigger, TypeDef};
+    use crate::db::catalog::{Constraint, Extension, Index, Trigger, TypeDef};
 
     pub(crate) fn column(data_type: &str, not_null: bool, default: Option<&str>) -> Column {
         Column {
@@ -1127,7 +1127,7 @@ pub(crate) mod fixtures {
 mod tests {
     use super::fixtures::*;
     use super::*;
-    use crate::catalog::Constraint;
+    use crate::db::catalog::Constraint;
 
     fn kinds(expected: &Snapshot, actual: &Snapshot) -> Vec<(String, String)> {
         diff(expected, actual, DiffOptions::default())

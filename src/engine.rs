@@ -10,7 +10,7 @@
 //! created, which every apply that runs them records.
 //!
 //! It decides with [`crate::plan`] and [`crate::drift`] and touches the
-//! database only through [`crate::history`] and [`crate::catalog`]; it never
+//! database only through [`crate::db`] and [`crate::db::catalog`]; it never
 //! builds SQL itself.
 //!
 //! Drift is checked against a reference: the snapshot the database's last
@@ -24,14 +24,15 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use crate::action::Action;
-use crate::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
 pub use crate::config::{Settings, DEFAULT_HISTORY_SCHEMA};
 use crate::connect::{connect, ConnectOptions};
-use crate::drift::{diff, DiffOptions, Difference, DriftKind};
-use crate::error::{Error, Result};
-use crate::history::{
+use crate::db::catalog::{self, CatalogQuery, OwnedObject, Snapshot};
+use crate::db::with_scratch_database;
+use crate::db::{
     names_identifier, BatchError, BatchOptions, BatchSteps, History, HistorySetup, HistoryState,
 };
+use crate::drift::{diff, DiffOptions, Difference, DriftKind};
+use crate::error::{Error, Result};
 use crate::migrations::{Migration, MigrationKind, MigrationSet, Version, EXPECTED_SNAPSHOT_FILE};
 use crate::plan::{plan, HistoryRow, Plan};
 use crate::report::{
@@ -992,7 +993,7 @@ fn is_leftover_of(d: &Difference, pending: &[&Migration]) -> bool {
     {
         return false;
     }
-    let name = crate::catalog::key_parts(&d.object)
+    let name = crate::db::catalog::key_parts(&d.object)
         .pop()
         .unwrap_or_default();
     pending
@@ -1027,32 +1028,22 @@ fn done_item(m: &Migration, duration_ms: i64) -> AppliedMigration {
 /// `schema.snapshot.json`.
 pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Result<Snapshot> {
     let admin = connect(&server.connect).await?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let name = format!("slipway_snapshot_{}_{stamp}", std::process::id());
-    crate::history::create_database(&admin, &name).await?;
-    let mut target = server.clone();
-    target.connect.config.dbname(&name);
-    // Without the old expected snapshot: the new one is what is being made.
-    let migrator = Migrator::new(
-        set.clone().without_expected_snapshot(),
-        target,
-        Settings::default(),
-    );
-    let built = async {
+    with_scratch_database(&admin, "slipway_snapshot", |name| async move {
+        let mut target = server.clone();
+        target.connect.config.dbname(&name);
+        // Without the old expected snapshot: the new one is what is being made.
+        let migrator = Migrator::new(
+            set.clone().without_expected_snapshot(),
+            target,
+            Settings::default(),
+        );
         let mut report = Report::new(Action::Apply, false);
         migrator
             .apply_into(&mut report, &ApplyOptions::default())
             .await?;
         migrator.snapshot().await
-    }
-    .await;
-    let dropped = crate::history::drop_database(&admin, &name).await;
-    let snapshot = built?;
-    dropped?;
-    Ok(snapshot)
+    })
+    .await
 }
 
 /// Report items of differences.

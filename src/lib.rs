@@ -4,15 +4,14 @@
 //! are thin adapters over [`Migrator`]. See ARCHITECTURE.md for the code map.
 
 pub mod action;
-pub mod catalog;
 pub mod config;
 pub mod connect;
 pub mod credentials;
+pub mod db;
 pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod expected;
-pub mod history;
 #[cfg(feature = "lint")]
 pub mod lint;
 pub mod local;

@@ -42,6 +42,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use crate::db::sql::{hex, quote_identifier};
 use crate::{Error, Result};
 
 /// The superuser `initdb` creates; every connection to the cluster uses it.
@@ -227,7 +228,7 @@ impl LocalCluster {
         if exists.is_some() {
             return Ok(());
         }
-        let sql = format!("create database {}", quote_ident(name)?);
+        let sql = format!("create database {}", quote_identifier(database_name(name)?));
         match client.batch_execute(&sql).await {
             Ok(()) => Ok(()),
             // Another caller created it between our lookup and our create.
@@ -241,7 +242,7 @@ impl LocalCluster {
         let client = self.admin_client().await?;
         let sql = format!(
             "drop database if exists {} with (force)",
-            quote_ident(name)?
+            quote_identifier(database_name(name)?)
         );
         client
             .batch_execute(&sql)
@@ -959,8 +960,10 @@ fn free_port() -> Result<u16> {
 
 fn write_conf(layout: &Layout, runner: &Runner, port: u16, socket_dir: &Path) -> Result<()> {
     // A list element in double quotes may hold commas (postgresql.conf docs,
-    // unix_socket_directories).
-    let socket_list = format!("\"{}\"", socket_dir.to_string_lossy().replace('"', "\"\""));
+    // unix_socket_directories); the server splits the list as it splits a
+    // list of identifiers (`SplitDirectoriesString`), so the quoting is an
+    // identifier's.
+    let socket_list = quote_identifier(&socket_dir.to_string_lossy());
     let text = format!(
         "# Written by slipway before every start of this throw-away cluster; edits are lost.\n\
          port = {port}\n\
@@ -1165,14 +1168,15 @@ fn socket_path(socket_dir: &Path, port: u16) -> PathBuf {
     socket_dir.join(format!(".s.PGSQL.{port}"))
 }
 
-/// Double-quotes an identifier for SQL, as `quote_ident()` does.
-fn quote_ident(name: &str) -> Result<String> {
+/// `name`, when PostgreSQL can take it as a database name: quoting handles
+/// everything else, but not an empty name or a NUL.
+fn database_name(name: &str) -> Result<&str> {
     if name.is_empty() || name.contains('\0') {
         return Err(Error::Config(format!(
             "invalid database name {name:?}: it must be non-empty and contain no NUL"
         )));
     }
-    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+    Ok(name)
 }
 
 /// RFC 3986 percent-encoding of everything but unreserved characters.
@@ -1185,14 +1189,6 @@ fn percent_encode(bytes: &[u8]) -> String {
             // Writing to a String cannot fail.
             let _ = write!(out, "%{byte:02X}");
         }
-    }
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
     }
     out
 }
@@ -1302,8 +1298,12 @@ mod tests {
 
     #[test]
     fn identifiers_and_conf_strings_are_quoted() {
-        assert_eq!(quote_ident("a\"b").ok(), Some("\"a\"\"b\"".to_owned()));
-        assert!(quote_ident("").is_err());
+        assert_eq!(
+            database_name("a\"b").ok().map(quote_identifier),
+            Some("\"a\"\"b\"".to_owned())
+        );
+        assert!(database_name("").is_err());
+        assert!(database_name("a\0b").is_err());
         assert_eq!(conf_quote("it's \\"), "'it''s \\\\'");
     }
 

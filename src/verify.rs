@@ -15,12 +15,12 @@
 use std::time::Instant;
 
 use crate::action::Action;
-use crate::catalog::Snapshot;
 use crate::connect::connect;
+use crate::db::catalog::Snapshot;
+use crate::db::with_scratch_database;
 use crate::drift::{diff, Change, DiffOptions, Difference};
 use crate::engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};
 use crate::error::{Error, Result};
-use crate::history::{create_database, drop_database};
 use crate::migrations::MigrationSet;
 use crate::report::{DriftItem, Report, VerifyStep};
 
@@ -48,26 +48,20 @@ async fn verify_into(
     report: &mut Report,
 ) -> Result<()> {
     let admin = connect(&server.connect).await?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let name = format!("slipway_verify_{}_{stamp}", std::process::id());
-    create_database(&admin, &name).await?;
-    let mut target = server.clone();
-    target.connect.config.dbname(&name);
-    report.database = Some(name.clone());
-    // The committed expected snapshot is `slipway snapshot --check`'s
-    // business; here only the round trips count.
-    let migrator = Migrator::new(
-        set.clone().without_expected_snapshot(),
-        target,
-        settings.clone(),
-    );
-    let outcome = round_trips(&migrator, report).await;
-    let dropped = drop_database(&admin, &name).await;
-    outcome?;
-    dropped
+    with_scratch_database(&admin, "slipway_verify", |name| async move {
+        let mut target = server.clone();
+        target.connect.config.dbname(&name);
+        report.database = Some(name);
+        // The committed expected snapshot is `slipway snapshot --check`'s
+        // business; here only the round trips count.
+        let migrator = Migrator::new(
+            set.clone().without_expected_snapshot(),
+            target,
+            settings.clone(),
+        );
+        round_trips(&migrator, report).await
+    })
+    .await
 }
 
 async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {

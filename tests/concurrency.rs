@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{migrations_dir, run_cli, TestDb};
-use slipway::history::{BatchOptions, BatchSteps, History, HistorySetup};
+use slipway::db::{BatchOptions, BatchSteps, History, HistorySetup};
 use slipway::migrations::{Directives, Migration, MigrationKind};
 use slipway::report::MigrationState;
 use slipway::{ApplyOptions, ErrorCode, RollbackOptions};
@@ -368,7 +368,7 @@ async fn failed_batch(
         catalog_before: None,
     };
     match history.run_batch(client, &batch, &options, None).await {
-        Err(slipway::history::BatchError::Failed(error)) => error,
+        Err(slipway::db::BatchError::Failed(error)) => error,
         other => panic!("the batch must fail: {other:?}"),
     }
 }

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use common::{copy_example_migrations, example_migrations, migrations_dir, run_cli, TestDb};
-use slipway::catalog::{self, CatalogQuery, Snapshot, QUERY_COUNT};
+use slipway::db::catalog::{self, CatalogQuery, Snapshot, QUERY_COUNT};
 use slipway::drift::{DriftKind, ObjectType};
 use slipway::engine::build_expected_snapshot;
 use slipway::local::LocalCluster;

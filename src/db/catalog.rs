@@ -2,8 +2,8 @@
 //! deterministic, sorted, serialisable [`Snapshot`], and its SHA-256
 //! fingerprint.
 //!
-//! This is the catalog seam, the one place besides `history.rs` that holds SQL
-//! slipway sends. The snapshot is read with a **fixed number of queries**
+//! This is the catalog seam, the part of [`crate::db`] (the folder that holds
+//! the SQL slipway sends) that reads the schema. The snapshot is read with a **fixed number of queries**
 //! ([`QUERY_COUNT`], one per object class, each answering one `json_agg` row),
 //! whatever the size of the schema, and they travel in one simple-query
 //! message with whatever else the caller sends (the history read, or the tail
@@ -35,7 +35,7 @@
 //! The deparsing functions take an `ACCESS SHARE` lock on each table they
 //! describe, held to the end of the transaction (as `pg_dump` does): a table
 //! held `ACCESS EXCLUSIVE` by a long transaction makes the read wait, so the
-//! caller bounds it with [`CatalogQuery::lock_timeout`], and one table per
+//! caller bounds it with `CatalogQuery::lock_timeout`, and one table per
 //! lock slot counts against `max_locks_per_transaction`.
 //!
 //! Needs PostgreSQL 12 or later (`attgenerated`, `prokind`).
@@ -48,8 +48,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
+use super::sql::{database_error, hex, quote_identifier, quote_literal};
 use crate::error::{Error, Result};
-use crate::history::quote_literal;
 
 /// Version of the snapshot's shape. A snapshot of another format is not
 /// compared (new fields would show up as drift that is not there); it is
@@ -61,7 +61,7 @@ pub const FORMAT: u32 = 1;
 pub const QUERY_COUNT: usize = 9;
 
 /// Name of the first column of every catalog query's row.
-pub const CATALOG_MARKER: &str = "slipway_catalog";
+pub(super) const CATALOG_MARKER: &str = "slipway_catalog";
 
 /// The catalog of the managed schemas at one moment.
 ///
@@ -246,7 +246,7 @@ fn is_false(value: &bool) -> bool {
 
 impl Snapshot {
     /// An empty snapshot of `schemas`.
-    pub fn empty(schemas: &[String]) -> Snapshot {
+    pub(crate) fn empty(schemas: &[String]) -> Snapshot {
         let mut schemas = schemas.to_vec();
         schemas.sort();
         schemas.dedup();
@@ -321,7 +321,7 @@ impl Snapshot {
     /// The objects present here and absent from `before`: what the scripts
     /// run in between created. Indexes and triggers of a created table come
     /// with it and are not listed apart.
-    pub fn created_since(&self, before: &Snapshot) -> Vec<OwnedObject> {
+    pub(crate) fn created_since(&self, before: &Snapshot) -> Vec<OwnedObject> {
         let mut out = Vec::new();
         let owned = |kind: &str, object: &str, table: Option<&str>| OwnedObject {
             kind: kind.to_owned(),
@@ -370,7 +370,7 @@ impl Snapshot {
     }
 
     /// Whether `object` exists in this snapshot.
-    pub fn holds(&self, object: &OwnedObject) -> bool {
+    pub(crate) fn holds(&self, object: &OwnedObject) -> bool {
         match object.kind.as_str() {
             "index" => {
                 let parts = key_parts(&object.object);
@@ -397,7 +397,7 @@ impl Snapshot {
 }
 
 /// The unquoted parts of a dotted key written with [`ident`] / [`qualified`].
-pub fn key_parts(key: &str) -> Vec<String> {
+pub(crate) fn key_parts(key: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut chars = key.chars().peekable();
@@ -445,7 +445,7 @@ impl CatalogQuery {
     }
 
     /// Give up on a table lock after `timeout` (see the module docs).
-    pub fn lock_timeout(mut self, timeout: Duration) -> CatalogQuery {
+    pub(crate) fn lock_timeout(mut self, timeout: Duration) -> CatalogQuery {
         self.lock_timeout = Some(timeout);
         self
     }
@@ -453,7 +453,7 @@ impl CatalogQuery {
     /// The statements, `;`-terminated, to append to a simple-query message:
     /// the `search_path` setting, then [`QUERY_COUNT`] queries, each
     /// answering one row `(slipway_catalog, json)`.
-    pub fn sql(&self) -> String {
+    pub(super) fn sql(&self) -> String {
         let schemas = format!(
             "ARRAY[{}]::text[]",
             self.schemas
@@ -481,7 +481,7 @@ impl CatalogQuery {
     }
 
     /// A collector for the rows of [`CatalogQuery::sql`].
-    pub fn collector(&self) -> Collector {
+    pub(super) fn collector(&self) -> Collector {
         Collector {
             schemas: self.schemas.clone(),
             excluded: self.excluded.clone(),
@@ -507,13 +507,13 @@ pub async fn read(client: &Client, query: &CatalogQuery) -> Result<CatalogRead> 
     let stream = client
         .simple_query_raw(&query.sql())
         .await
-        .map_err(|e| crate::history::database_error("reading the catalog", &e))?;
+        .map_err(|e| database_error("reading the catalog", &e))?;
     futures_util::pin_mut!(stream);
     while let Some(message) = stream.next().await {
         match message {
             Ok(SimpleQueryMessage::Row(row)) if is_catalog_row(&row) => collector.accept(&row)?,
             Ok(_) => {}
-            Err(e) => return Err(crate::history::database_error("reading the catalog", &e)),
+            Err(e) => return Err(database_error("reading the catalog", &e)),
         }
     }
     let queries = collector.queries();
@@ -525,13 +525,13 @@ pub async fn read(client: &Client, query: &CatalogQuery) -> Result<CatalogRead> 
 }
 
 /// Whether a row of a mixed message answers a catalog query.
-pub fn is_catalog_row(row: &SimpleQueryRow) -> bool {
+fn is_catalog_row(row: &SimpleQueryRow) -> bool {
     row.columns().first().map(|c| c.name()) == Some(CATALOG_MARKER)
 }
 
 /// Gathers the answers of the catalog queries into a [`Snapshot`].
 #[derive(Debug)]
-pub struct Collector {
+pub(super) struct Collector {
     schemas: Vec<String>,
     excluded: Vec<String>,
     parts: Parts,
@@ -553,12 +553,12 @@ struct Parts {
 
 impl Collector {
     /// Take one `(slipway_catalog, json)` row.
-    pub fn accept(&mut self, row: &SimpleQueryRow) -> Result<()> {
+    pub(super) fn accept(&mut self, row: &SimpleQueryRow) -> Result<()> {
         self.accept_text(row.get(0).unwrap_or_default(), row.get(1).unwrap_or("[]"))
     }
 
     /// Take the answer `json` of the query for `class`.
-    pub fn accept_text(&mut self, class: &str, json: &str) -> Result<()> {
+    pub(super) fn accept_text(&mut self, class: &str, json: &str) -> Result<()> {
         fn parse<T: for<'de> Deserialize<'de>>(class: &str, json: &str) -> Result<Option<T>> {
             serde_json::from_str(json).map(Some).map_err(|e| {
                 Error::Internal(format!(
@@ -588,12 +588,12 @@ impl Collector {
     }
 
     /// Catalog queries answered so far.
-    pub fn queries(&self) -> usize {
+    fn queries(&self) -> usize {
         self.queries
     }
 
     /// Whether every catalog query has answered.
-    pub fn is_complete(&self) -> bool {
+    fn is_complete(&self) -> bool {
         let p = &self.parts;
         p.relations.is_some()
             && p.columns.is_some()
@@ -607,7 +607,7 @@ impl Collector {
     }
 
     /// Assemble the snapshot; an error when a query did not answer.
-    pub fn finish(self) -> Result<Snapshot> {
+    pub(super) fn finish(self) -> Result<Snapshot> {
         if !self.is_complete() {
             return Err(Error::Internal(format!(
                 "only {} of {QUERY_COUNT} catalog queries answered",
@@ -734,7 +734,7 @@ impl Collector {
 
 /// `name` quoted like PostgreSQL's `quote_ident` when it is not a plain
 /// lower-case identifier (keywords aside), so a key splits unambiguously on dots.
-pub fn ident(name: &str) -> String {
+fn ident(name: &str) -> String {
     let plain = name
         .chars()
         .next()
@@ -745,22 +745,13 @@ pub fn ident(name: &str) -> String {
     if plain {
         name.to_owned()
     } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        quote_identifier(name)
     }
 }
 
 /// `schema.name`, each part quoted when needed.
-pub fn qualified(schema: &str, name: &str) -> String {
+pub(super) fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", ident(schema), ident(name))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 fn relation_kind(relkind: &str) -> &'static str {
