@@ -2,7 +2,9 @@
 //! same code as `slipway --local` (initdb in a temp dir, a free loopback port,
 //! run as an unprivileged user when the tests run as root) and stopped when
 //! the process exits; a fresh database per test, dropped when the test passes
-//! and kept (its name printed) when it fails.
+//! and kept (its name printed) when it fails. `tests/integration` shares the
+//! server among all its suites; `tests/restart.rs` and `tests/standby.rs`,
+//! which act on the whole server, get one each.
 //!
 //! Also a black-box runner for the `slipway` binary that dumps the command,
 //! stdout and stderr whenever an assertion about it fails.

@@ -4,11 +4,9 @@
 //! indexes, a read-only server, the guard that catches a batch whose
 //! transaction was ended, and a bounded, visible wait for the lock.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{migrations_dir, run_cli, TestDb};
+use crate::common::{self, migrations_dir, run_cli, TestDb};
 use slipway::history::{BatchOptions, BatchSteps, History, HistorySetup};
 use slipway::migrations::{Directives, Migration, MigrationKind};
 use slipway::{ApplyOptions, RollbackOptions};
