@@ -1,7 +1,10 @@
 //! A hot standby is refused before anything runs: a streaming replica of
 //! the test server (`pg_basebackup -R`), started beside it, answers apply
 //! and rollback with `connection` ("read-only server; point slipway at the
-//! primary") and validate as usual.
+//! primary") and validate as usual. In a test process of its own, with a
+//! server of its own: the base backup forces a checkpoint of the whole
+//! server and copies every database on it, which beside the other suites
+//! would mean copying their databases too, while they change.
 
 mod common;
 

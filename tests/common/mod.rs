@@ -2,7 +2,9 @@
 //! same code as `slipway --local` (initdb in a temp dir, a free loopback port,
 //! run as an unprivileged user when the tests run as root) and stopped when
 //! the process exits; a fresh database per test, dropped when the test passes
-//! and kept (its name printed) when it fails.
+//! and kept (its name printed) when it fails. `tests/integration` shares the
+//! server among all its suites; `tests/restart.rs` and `tests/standby.rs`,
+//! which act on the whole server, get one each.
 //!
 //! Also a black-box runner for the `slipway` binary that dumps the command,
 //! stdout and stderr whenever an assertion about it fails.
@@ -16,6 +18,7 @@ use std::sync::OnceLock;
 
 use slipway::local::LocalCluster;
 use slipway::{ConnectOptions, MigrationSet, Migrator, Settings, Target};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 struct Server {
@@ -134,27 +137,26 @@ impl TestDb {
                  FROM slipway.history ORDER BY id",
                 &[],
             )
-            .await;
-        match history {
-            Ok(rows) => lines.extend(
+            .await
+            .map(Some);
+        match or_if_undefined_table(history, None, "read the history") {
+            Some(rows) => lines.extend(
                 rows.iter()
                     .map(|r| format!("history {}", r.get::<_, String>(0))),
             ),
-            Err(_) => lines.push("history: none".into()),
+            None => lines.push("history: none".into()),
         }
         lines.join("\n")
     }
 
-    /// Number of history rows (0 when the table does not exist).
+    /// Number of history rows (0 when the history table does not exist yet).
     pub async fn history_count(&self) -> i64 {
         let client = self.client().await;
-        match client
+        let count = client
             .query_one("SELECT count(*) FROM slipway.history", &[])
             .await
-        {
-            Ok(row) => row.get(0),
-            Err(_) => 0,
-        }
+            .map(|row| row.get(0));
+        or_if_undefined_table(count, 0, "count the history rows")
     }
 
     /// Whether `public.<table>` exists.
@@ -192,6 +194,22 @@ impl Drop for TestDb {
             runtime.block_on(async { cluster().drop_database(&name).await })
         })
         .join();
+    }
+}
+
+/// The answer of a query over a table that may not exist yet: `absent` when
+/// PostgreSQL says it does not (SQLSTATE 42P01, undefined_table), the rows
+/// otherwise. Any other error panics with `what`: a refused connection or a
+/// broken query must fail the test, never pass for "no rows".
+pub fn or_if_undefined_table<T>(
+    result: Result<T, tokio_postgres::Error>,
+    absent: T,
+    what: &str,
+) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => absent,
+        Err(e) => panic!("{what}: {e}"),
     }
 }
 

@@ -8,12 +8,10 @@
 //! A migration is held at a known point by making it wait for an advisory
 //! lock the test holds (key [`GATE`]); the test opens the gate to let it go.
 
-mod common;
-
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{migrations_dir, slipway, TestDb};
+use crate::common::{self, migrations_dir, slipway, TestDb};
 use slipway::{ApplyOptions, ErrorCode, Report, RollbackOptions};
 use tokio_postgres::Client;
 

@@ -5,8 +5,6 @@
 //! answers `Ok` or a `config` error, never panics, and never repeats a
 //! password it was given.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -14,7 +12,7 @@ use proptest::prelude::*;
 use slipway::connect::{connect, parse_connection_string, PasswordSources};
 use slipway::ConnectOptions;
 
-use common::{cluster, TestDb};
+use crate::common::{cluster, TestDb};
 
 async fn show(options: &ConnectOptions, setting: &str) -> String {
     let client = connect(options)

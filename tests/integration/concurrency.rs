@@ -4,11 +4,9 @@
 //! indexes, a read-only server, the guard that catches a batch whose
 //! transaction was ended, and a bounded, visible wait for the lock.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{migrations_dir, run_cli, TestDb};
+use crate::common::{self, migrations_dir, run_cli, TestDb};
 use slipway::db::{BatchOptions, BatchSteps, History, HistorySetup};
 use slipway::migrations::{Directives, Migration, MigrationKind};
 use slipway::report::MigrationState;
@@ -65,8 +63,9 @@ async fn counts(db: &TestDb) -> (Vec<(String, i64)>, Vec<(String, String, i64)>)
             &[],
         )
         .await
-        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-        .unwrap_or_default();
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+    // A rollback of 0001 drops `runs`: no table, no executions.
+    let runs = common::or_if_undefined_table(runs, Vec::new(), "read the runs");
     let history = client
         .query(
             "SELECT coalesce(version, script), kind, count(*) FROM slipway.history GROUP BY 1, 2 ORDER BY 1, 2",

@@ -5,14 +5,12 @@
 //!
 //! moto comes from the project venv (scripts/setup.sh, run by `make test`).
 
-mod common;
-
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cluster, slipway, Run, TestDb};
+use crate::common::{self, cluster, slipway, Run, TestDb};
 
 /// moto's server on a free loopback port, killed when dropped.
 struct Moto {

@@ -3,9 +3,7 @@
 //! included), dry runs, refusals that change nothing, a failing rollback
 //! script, and rollbacks racing applies.
 
-mod common;
-
-use common::{copy_example_migrations, example_migrations, migrations_dir, run_cli, TestDb};
+use crate::common::{copy_example_migrations, example_migrations, migrations_dir, run_cli, TestDb};
 use slipway::drift::DriftKind;
 use slipway::report::SchemaChangeKind;
 use slipway::{ApplyOptions, ErrorCode, Report, RollbackOptions};

@@ -2,9 +2,7 @@
 //! or named by `--config`, below flags in precedence, and strict — a bad
 //! file is a `config` error that leaves the database as it was.
 
-mod common;
-
-use common::{run_cli, TestDb};
+use crate::common::{run_cli, TestDb};
 
 /// A project directory: `migrations/` with one migration, and optionally a
 /// `slipway.toml` beside it.

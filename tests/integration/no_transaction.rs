@@ -4,9 +4,7 @@
 //! INVALID index that is reported, and dropped when the apply runs again
 //! after the data is fixed.
 
-mod common;
-
-use common::{migrations_dir, TestDb};
+use crate::common::{migrations_dir, TestDb};
 use slipway::drift::DriftKind;
 use slipway::{ApplyOptions, ErrorCode, Report, RollbackOptions};
 

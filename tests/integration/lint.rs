@@ -9,16 +9,12 @@
 //! the fixtures change; a `<rule>_rollback.sql` beside a fixture becomes its
 //! rollback. No database is involved.
 
-#![cfg(feature = "lint")]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{example_migrations, run_cli, Run};
+use crate::common::{example_migrations, run_cli, Run};
 use serde_json::Value;
 use slipway::lint::{Rule, Severity};
 

@@ -3,9 +3,7 @@
 //! a duplicate version, and a table lock that outlasts the retries. Every test
 //! compares the database before and after, not only the report.
 
-mod common;
-
-use common::{copy_example_migrations, fast_settings, migrations_dir, run_cli, TestDb};
+use crate::common::{copy_example_migrations, fast_settings, migrations_dir, run_cli, TestDb};
 use slipway::{ApplyOptions, ErrorCode, MigrationSet, Report};
 
 /// Five migrations; the third has a syntax error on its line 2.

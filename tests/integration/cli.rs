@@ -7,8 +7,6 @@
 //! Every run goes through `common::run_cli` / `common::slipway()`, so a
 //! failed assertion prints the command, its exit status, stdout and stderr.
 
-mod common;
-
 use std::io::Read as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -18,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{cluster, example_migrations, migrations_dir, run_cli, slipway, Run, TestDb};
+use crate::common::{cluster, example_migrations, migrations_dir, run_cli, slipway, Run, TestDb};
 use serde_json::Value;
 
 /// Longest any failing-connection run may take (docs/DESIGN.md: connecting has a

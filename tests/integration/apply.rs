@@ -1,10 +1,8 @@
 //! The engine against a real PostgreSQL: validate, apply, idempotency, dry
 //! run, `--to`, repeatable scripts, odd file endings, and racing runs. What a
-//! failure leaves behind (nothing) is tests/failures.rs.
+//! failure leaves behind (nothing) is `failures.rs`.
 
-mod common;
-
-use common::{copy_example_migrations, example_migrations, migrations_dir, TestDb};
+use crate::common::{copy_example_migrations, example_migrations, migrations_dir, TestDb};
 use slipway::{ApplyOptions, Report};
 
 /// Every script of the example set, in the order apply runs them.

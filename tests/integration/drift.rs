@@ -5,11 +5,11 @@
 //! with `drift` unless `allow_drift`; snapshots are stable across databases
 //! and restarts; the catalog is read with a fixed number of queries.
 
-mod common;
-
 use std::path::Path;
 
-use common::{copy_example_migrations, example_migrations, migrations_dir, run_cli, TestDb};
+use crate::common::{
+    self, copy_example_migrations, example_migrations, migrations_dir, run_cli, TestDb,
+};
 use slipway::db::catalog::{self, CatalogQuery, Snapshot, QUERY_COUNT};
 use slipway::drift::{DriftKind, ObjectType};
 use slipway::engine::build_expected_snapshot;

@@ -2,9 +2,7 @@
 //! exactly (this is the check `make test` runs on migrations/), and a
 //! rollback that forgets an index, or is missing, is named.
 
-mod common;
-
-use common::{cluster, example_migrations, migrations_dir, run_cli};
+use crate::common::{self, cluster, example_migrations, migrations_dir, run_cli};
 use slipway::drift::DriftKind;
 use slipway::report::Report;
 use slipway::{ConnectOptions, ErrorCode, MigrationSet, Target};

@@ -5,15 +5,13 @@
 //! errors before anything connects; a failed run prints its error once and
 //! says whether anything was changed.
 
-mod common;
-
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{example_migrations, migrations_dir, run_cli, slipway, Run, TestDb};
+use crate::common::{example_migrations, migrations_dir, run_cli, slipway, Run, TestDb};
 use serde_json::Value;
 
 fn workdir() -> tempfile::TempDir {
