@@ -68,7 +68,7 @@ snapshot: build
 	$(SLIPWAY) snapshot --out migrations/schema.snapshot.json
 
 ## Apply, roll back and re-apply each migration of migrations/ on a
-## throw-away database (`make test` runs the same check: tests/verify.rs).
+## throw-away database (`make test` runs the same check: tests/integration/verify.rs).
 verify: build
 	$(SLIPWAY) verify
 

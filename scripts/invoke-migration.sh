@@ -102,7 +102,7 @@ invoke() {
       "$(printf '%s' "$meta" | tr -d '\n ')" >&2
     return 3
   fi
-  # Every report starts with "success" (pinned by a unit test in src/report.rs).
+  # Every report starts with "success" (pinned by a unit test in src/report/mod.rs).
   case "$report" in
     '{"success":true,'*) return 0 ;;
     '{"success":false,'*) return 2 ;;

@@ -147,7 +147,7 @@ say "deploy 1: this commit's build"
 deploy "$SLIPWAY_ARTIFACT" first
 migrate
 [ "$status" -eq 0 ] || explain "deploy 1: the migrate step exited $status"
-# Every report starts with "success", then "action" (src/report.rs).
+# Every report starts with "success", then "action" (src/report/mod.rs).
 apply_report="$(printf '%s\n' "$output" | grep '^{"success":true,"action":"apply"' || true)"
 [ -n "$apply_report" ] || explain "deploy 1: no successful apply in the output"
 case "$apply_report" in *'"applied":[]'*) explain "deploy 1: apply applied nothing" ;; esac

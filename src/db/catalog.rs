@@ -57,7 +57,7 @@ use crate::error::{Error, Result};
 pub const FORMAT: u32 = 1;
 
 /// How many catalog queries a snapshot takes — always, whatever the schema's
-/// size. `tests/drift.rs` counts them on a small and a large schema.
+/// size. `tests/integration/drift.rs` counts them on a small and a large schema.
 pub const QUERY_COUNT: usize = 9;
 
 /// Name of the first column of every catalog query's row.
