@@ -9,4 +9,14 @@
 //! transactions, when drift stops a run — is a unit test rather than a
 //! database test.
 
+pub mod drift_policy;
+pub mod fill;
+pub mod owned;
 pub mod plan;
+pub mod rollback;
+pub mod run;
+pub mod segments;
+pub mod status;
+
+#[cfg(test)]
+mod test_data;
