@@ -16,7 +16,6 @@ pub mod expected;
 pub mod lint;
 pub mod local;
 pub mod migrations;
-pub mod plan;
 pub mod redact;
 pub mod report;
 pub mod request;
@@ -25,6 +24,11 @@ pub mod secret;
 pub mod statements;
 pub mod tls;
 pub mod verify;
+
+mod decide;
+// Public: the history seam reads its rows into the plan's `HistoryRow`,
+// and callers may plan without a run.
+pub use decide::plan;
 
 pub use connect::ConnectOptions;
 pub use engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};

@@ -26,8 +26,8 @@ mod scratch;
 pub(crate) mod sql;
 
 pub use batch::{BatchOptions, BatchSteps, OpenBatch};
-pub(crate) use history::HistoryState;
 pub use history::{History, HistorySetup};
+pub(crate) use history::{HistoryState, RecordedSnapshot};
 pub(crate) use no_transaction::names_identifier;
 pub(crate) use scratch::with_scratch_database;
 pub use sql::BatchError;
