@@ -48,7 +48,7 @@ use crate::report::{DriftItem, Report};
 
 /// One database to migrate: how to reach it and where its history lives.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Database {
     pub connect: ConnectOptions,
     /// Schema holding slipway's history table (default `slipway`).
     pub history_schema: String,
@@ -56,21 +56,21 @@ pub struct Target {
     pub managed_schemas: Vec<String>,
     /// Who runs the migrations, stored with each history row: `cli:<host>`,
     /// `lambda:<function>`.
-    pub client: String,
+    pub run_by: String,
     /// Compare the live schema with the recorded and the expected snapshot
     /// (default true). Off, validate and a no-op apply skip the catalog
     /// reads; an apply still records the schema it leaves.
     pub check_drift: bool,
 }
 
-impl Target {
+impl Database {
     /// A target with the default schemas.
-    pub fn new(connect: ConnectOptions, client: impl Into<String>) -> Target {
-        Target {
+    pub fn new(connect: ConnectOptions, run_by: impl Into<String>) -> Database {
+        Database {
             connect,
             history_schema: DEFAULT_HISTORY_SCHEMA.to_owned(),
             managed_schemas: vec!["public".to_owned()],
-            client: client.into(),
+            run_by: run_by.into(),
             check_drift: true,
         }
     }
@@ -82,7 +82,7 @@ pub struct ApplyOptions {
     /// Run everything, report, then roll back.
     pub dry_run: bool,
     /// Stop at this version instead of the latest.
-    pub target: Option<String>,
+    pub to: Option<String>,
     /// Go ahead although the schema drifted from the recorded or the
     /// expected snapshot (the report still lists the drift); once the run
     /// commits, the live schema is the recorded one.
@@ -100,20 +100,20 @@ pub struct RollbackOptions {
     pub allow_drift: bool,
 }
 
-/// Runs a migration set against a target.
+/// Runs a migration set against a database.
 #[derive(Debug, Clone)]
 pub struct Migrator {
     set: MigrationSet,
-    target: Target,
+    database: Database,
     settings: Settings,
 }
 
 impl Migrator {
-    /// A migrator for `set` on `target`.
-    pub fn new(set: MigrationSet, target: Target, settings: Settings) -> Migrator {
+    /// A migrator for `set` on `database`.
+    pub fn new(set: MigrationSet, database: Database, settings: Settings) -> Migrator {
         Migrator {
             set,
-            target,
+            database,
             settings,
         }
     }
@@ -124,8 +124,8 @@ impl Migrator {
     }
 
     /// The database it works on.
-    pub fn target(&self) -> &Target {
-        &self.target
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
     /// How patient it is with locks and long statements.
@@ -168,15 +168,18 @@ impl Migrator {
 
     /// The live catalog of the managed schemas (read-only).
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        let client = connect(&self.target.connect).await?;
+        let client = connect(&self.database.connect).await?;
         Ok(catalog::read(&client, &self.catalog_query())
             .await?
             .snapshot)
     }
 
     fn catalog_query(&self) -> CatalogQuery {
-        CatalogQuery::new(&self.target.managed_schemas, &self.target.history_schema)
-            .lock_timeout(self.settings.lock_timeout)
+        CatalogQuery::new(
+            &self.database.managed_schemas,
+            &self.database.history_schema,
+        )
+        .lock_timeout(self.settings.lock_timeout)
     }
 
     /// Connect, then read the history and, with the drift check on, the live
@@ -191,7 +194,7 @@ impl Migrator {
     ) -> Result<(Client, History, HistoryState)> {
         let (client, history) = self.open().await?;
         let query = self.catalog_query();
-        let live = self.target.check_drift.then_some(&query);
+        let live = self.database.check_drift.then_some(&query);
         if lock {
             tracing::debug!("taking the migration lock");
         }
@@ -273,7 +276,10 @@ impl Migrator {
 
     /// The committed expected snapshot of the migration set, if it has one.
     fn expected_snapshot(&self) -> Result<Option<Snapshot>> {
-        drift_policy::expected_snapshot(self.set.expected_snapshot(), &self.target.managed_schemas)
+        drift_policy::expected_snapshot(
+            self.set.expected_snapshot(),
+            &self.database.managed_schemas,
+        )
     }
 
     /// Drift of the live catalog from the database's reference: the snapshot
@@ -324,8 +330,8 @@ impl Migrator {
 
     async fn open(&self) -> Result<(Client, History)> {
         self.settings.check()?;
-        let history = History::new(&self.target.history_schema)?;
-        let client = connect(&self.target.connect).await?;
+        let history = History::new(&self.database.history_schema)?;
+        let client = connect(&self.database.connect).await?;
         Ok((client, history))
     }
 
@@ -358,7 +364,7 @@ impl Migrator {
 
     async fn apply_into(&self, report: &mut Report, options: &ApplyOptions) -> Result<()> {
         let request = RunRequest {
-            direction: Direction::apply(options.target.as_deref())?,
+            direction: Direction::apply(options.to.as_deref())?,
             dry_run: options.dry_run,
             allow_drift: options.allow_drift,
         };
@@ -383,7 +389,7 @@ impl Migrator {
         let plan = plan(&rows, &self.set, request.direction.plan_target())?;
         fill::run_start(report, &state.database, &plan, &request.direction);
         plan.check_applicable()?;
-        let decided = run::steps_plan(request, &plan, &self.set, self.target.check_drift)?;
+        let decided = run::steps_plan(request, &plan, &self.set, self.database.check_drift)?;
         if decided.steps.is_empty() && !decided.check_drift_when_idle {
             tracing::info!("{}", request.direction.nothing_to_do());
             return Ok(());
@@ -404,7 +410,7 @@ impl Migrator {
             );
             if let (true, Some(live)) = (record, &state.catalog) {
                 history
-                    .store_snapshot(&client, live, &self.target.client)
+                    .store_snapshot(&client, live, &self.database.run_by)
                     .await?;
                 report.schema_valid = plan.is_clean();
             }
@@ -530,7 +536,7 @@ impl Migrator {
         let batch_options = BatchOptions {
             lock_timeout: self.settings.lock_timeout,
             statement_timeout: self.settings.statement_timeout,
-            client: self.target.client.clone(),
+            client: self.database.run_by.clone(),
         };
         let parts = segments::segments(&run.steps, !run.drop_first.is_empty());
         let mut setup = run.setup;
@@ -539,7 +545,7 @@ impl Migrator {
             let last = number + 1 == parts.len();
             if part.alone {
                 let step = run.steps[part.range.start];
-                let schemas = &self.target.managed_schemas;
+                let schemas = &self.database.managed_schemas;
                 let first_setup = setup;
                 // Kept across attempts and reported also when the step fails.
                 let dropped = std::sync::Mutex::new(Vec::new());
@@ -637,7 +643,7 @@ impl Migrator {
                     client,
                     open.catalog.as_ref(),
                     owned.as_deref(),
-                    &self.target.client,
+                    &self.database.run_by,
                 )
                 .await?;
             executed.done.extend(ran);
@@ -750,7 +756,7 @@ fn take_expected(
 /// database is used only to create and drop it), read the catalog of its
 /// managed schemas, drop the database. What `slipway snapshot` writes to
 /// `schema.snapshot.json`.
-pub async fn build_expected_snapshot(set: &MigrationSet, server: &Target) -> Result<Snapshot> {
+pub async fn build_expected_snapshot(set: &MigrationSet, server: &Database) -> Result<Snapshot> {
     let admin = connect(&server.connect).await?;
     with_scratch_database(&admin, "slipway_snapshot", |name| async move {
         let mut target = server.clone();

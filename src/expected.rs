@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::action::Action;
-use crate::engine::{build_expected_snapshot, Target};
+use crate::engine::{build_expected_snapshot, Database};
 use crate::error::{Error, Result};
 use crate::migrations::MigrationSet;
 use crate::report::{Report, SnapshotFile};
@@ -16,7 +16,7 @@ use crate::report::{Report, SnapshotFile};
 /// `check` only say whether `path` holds it already (`schema_valid`).
 pub async fn write_or_check(
     set: &MigrationSet,
-    server: &Target,
+    server: &Database,
     path: &Path,
     check: bool,
 ) -> Report {
@@ -32,7 +32,7 @@ pub async fn write_or_check(
 
 async fn write_or_check_into(
     set: &MigrationSet,
-    server: &Target,
+    server: &Database,
     path: &Path,
     check: bool,
     report: &mut Report,

@@ -1,9 +1,15 @@
 //! slipway: safe PostgreSQL schema migrations for CI/CD.
 //!
 //! The library holds all behaviour; the `slipway` CLI and the Lambda function
-//! are thin adapters over [`Migrator`]. See ARCHITECTURE.md for the code map.
+//! are thin adapters: each turns its input into a [`Request`] and hands it
+//! to a [`runner::Runner`], which resolves the database and calls [`run`],
+//! the one dispatch of every [`Action`]. See ARCHITECTURE.md for the code
+//! map and docs/DESIGN.md for the contract.
+//!
+//! The public modules are what the binaries, the tests and the benchmarks
+//! use; everything else is private to the crate.
 
-pub mod action;
+mod action;
 pub mod config;
 pub mod connect;
 pub mod credentials;
@@ -11,7 +17,7 @@ pub mod db;
 pub mod drift;
 pub mod engine;
 pub mod error;
-pub mod expected;
+mod expected;
 #[cfg(feature = "lint")]
 pub mod lint;
 pub mod local;
@@ -21,17 +27,16 @@ pub mod report;
 pub mod request;
 pub mod runner;
 pub mod secret;
-pub mod statements;
+mod statements;
 pub mod tls;
 pub mod verify;
 
 mod decide;
-// Public: the history seam reads its rows into the plan's `HistoryRow`,
-// and callers may plan without a run.
-pub use decide::plan;
+// The history seam reads its rows into the plan's `HistoryRow`.
+pub(crate) use decide::plan;
 
 pub use connect::ConnectOptions;
-pub use engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};
+pub use engine::{ApplyOptions, Database, Migrator, RollbackOptions, Settings};
 pub use error::{Error, ErrorCode, Result};
 pub use migrations::MigrationSet;
 pub use report::Report;

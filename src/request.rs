@@ -133,7 +133,7 @@ pub async fn run(migrator: &Migrator, request: &Request) -> Report {
             migrator
                 .apply(&ApplyOptions {
                     dry_run: options.dry_run,
-                    target: options.to.clone(),
+                    to: options.to.clone(),
                     allow_drift: options.allow_drift,
                 })
                 .await
@@ -148,7 +148,7 @@ pub async fn run(migrator: &Migrator, request: &Request) -> Report {
                 .await
         }
         Action::Verify => {
-            crate::verify::verify(migrator.migrations(), migrator.target(), migrator.settings())
+            crate::verify::verify(migrator.migrations(), migrator.database(), migrator.settings())
                 .await
         }
         Action::Snapshot => {
@@ -160,7 +160,7 @@ pub async fn run(migrator: &Migrator, request: &Request) -> Report {
             };
             crate::expected::write_or_check(
                 migrator.migrations(),
-                migrator.target(),
+                migrator.database(),
                 path,
                 options.check,
             )

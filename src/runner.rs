@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::connect::ConnectOptions;
 use crate::credentials::Credentials;
-use crate::engine::{Migrator, Target};
+use crate::engine::{Database, Migrator};
 use crate::migrations::MigrationSet;
 use crate::report::Report;
 use crate::request::{self, DatabaseRole, Request};
@@ -37,7 +37,7 @@ pub struct Runner {
     pub check_drift: bool,
     /// Who runs the migrations, stored with each history row:
     /// `cli:<host>`, `lambda:<function>`.
-    pub runner: String,
+    pub run_by: String,
     /// TLS settings that win over the connection string's.
     pub tls: TlsOptions,
     pub connect_timeout: Option<ConnectTimeout>,
@@ -67,11 +67,11 @@ impl Runner {
             None => {}
         }
         connect.tls = self.tls.clone();
-        let mut target = Target::new(connect, self.runner.clone());
-        target.history_schema = self.history_schema.clone();
+        let mut database = Database::new(connect, self.run_by.clone());
+        database.history_schema = self.history_schema.clone();
         if role == DatabaseRole::Migrated {
-            target.check_drift = self.check_drift;
+            database.check_drift = self.check_drift;
         }
-        Migrator::new(self.migrations.clone(), target, self.settings.clone())
+        Migrator::new(self.migrations.clone(), database, self.settings.clone())
     }
 }

@@ -70,7 +70,10 @@ pub fn statements(sql: &str) -> Vec<(usize, &str)> {
 /// The first statement that controls the transaction (`BEGIN`, `COMMIT`,
 /// `ROLLBACK`, `PREPARE TRANSACTION`, ...), as its line and form. slipway
 /// owns the transaction: a `COMMIT` inside a migration would make everything
-/// before it permanent and run the rest outside any transaction.
+/// before it permanent and run the rest outside any transaction. (The
+/// loader refuses them through [`check`]; this narrower question is what
+/// the tests ask.)
+#[cfg(test)]
 pub fn transaction_control(sql: &str) -> Option<(usize, String)> {
     let tokens = lex(sql).tokens;
     split(sql, &tokens).iter().find_map(|span| {

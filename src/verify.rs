@@ -19,7 +19,7 @@ use crate::connect::connect;
 use crate::db::catalog::Snapshot;
 use crate::db::with_scratch_database;
 use crate::drift::{diff, Change, DiffOptions, Difference};
-use crate::engine::{ApplyOptions, Migrator, RollbackOptions, Settings, Target};
+use crate::engine::{ApplyOptions, Database, Migrator, RollbackOptions, Settings};
 use crate::error::{Error, Result};
 use crate::migrations::MigrationSet;
 use crate::report::{DriftItem, Report, VerifyStep};
@@ -27,7 +27,7 @@ use crate::report::{DriftItem, Report, VerifyStep};
 /// Run the round trip of every migration of `set` on a database created
 /// for it on the server of `server` (whose own database is used only to
 /// create and drop it; PostgreSQL 13+, `CREATEDB` needed).
-pub async fn verify(set: &MigrationSet, server: &Target, settings: &Settings) -> Report {
+pub async fn verify(set: &MigrationSet, server: &Database, settings: &Settings) -> Report {
     let started = Instant::now();
     let mut report = Report::new(Action::Verify, false);
     let outcome = verify_into(set, server, settings, &mut report).await;
@@ -43,7 +43,7 @@ pub async fn verify(set: &MigrationSet, server: &Target, settings: &Settings) ->
 
 async fn verify_into(
     set: &MigrationSet,
-    server: &Target,
+    server: &Database,
     settings: &Settings,
     report: &mut Report,
 ) -> Result<()> {
@@ -83,7 +83,7 @@ async fn round_trips(migrator: &Migrator, report: &mut Report) -> Result<()> {
             reapply_drift: Vec::new(),
         };
         let apply = ApplyOptions {
-            target: Some(version.clone()),
+            to: Some(version.clone()),
             ..ApplyOptions::default()
         };
         let before = migrator.snapshot().await?;

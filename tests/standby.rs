@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{migrations_dir, TestDb};
 use slipway::{
-    ApplyOptions, ConnectOptions, ErrorCode, MigrationSet, Migrator, RollbackOptions, Target,
+    ApplyOptions, ConnectOptions, Database, ErrorCode, MigrationSet, Migrator, RollbackOptions,
 };
 
 /// `program` from the server's bin dir, as the user that owns the server
@@ -73,7 +73,7 @@ async fn a_hot_standby_is_refused_before_anything_runs() {
     let primary = db.migrator(dir.path());
     let report = primary
         .apply(&ApplyOptions {
-            target: Some("0001".into()),
+            to: Some("0001".into()),
             ..ApplyOptions::default()
         })
         .await;
@@ -128,7 +128,7 @@ async fn a_hot_standby_is_refused_before_anything_runs() {
     let migrator = |set: MigrationSet| {
         Migrator::new(
             set,
-            Target::new(connect.clone(), "test:standby"),
+            Database::new(connect.clone(), "test:standby"),
             common::fast_settings(),
         )
     };

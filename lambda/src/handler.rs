@@ -60,7 +60,7 @@ impl State {
                             settings: config.settings.clone(),
                             history_schema: config.history_schema.clone(),
                             check_drift: true,
-                            runner: format!("lambda:{}", config.function_name),
+                            run_by: format!("lambda:{}", config.function_name),
                             tls: config.tls.clone(),
                             connect_timeout: Some(ConnectTimeout::Configured(
                                 config.connect_timeout,

@@ -268,7 +268,7 @@ mod tests {
         ];
         let plan = plan(&history, &set, None).expect("the test history plans");
         let cases = [
-            ("apply", Direction::Apply { target: None }, "0003", None),
+            ("apply", Direction::Apply { to: None }, "0003", None),
             (
                 "rollback",
                 Direction::Rollback {
@@ -303,7 +303,7 @@ mod tests {
             .collect();
         let backward: Vec<&Migration> = backward.iter().collect();
         let apply = |dry_run| RunRequest {
-            direction: Direction::Apply { target: None },
+            direction: Direction::Apply { to: None },
             dry_run,
             allow_drift: false,
         };

@@ -19,8 +19,8 @@ use crate::plan::Plan;
 /// Which way a run moves the schema, and how far.
 #[derive(Debug, Clone)]
 pub enum Direction {
-    /// Run the pending migrations up to `target` (`None`: the latest).
-    Apply { target: Option<Version> },
+    /// Run the pending migrations up to `to` (`None`: the latest).
+    Apply { to: Option<Version> },
     /// Undo the applied versions above `to` (`0`: all of them).
     Rollback { to: Version },
 }
@@ -35,7 +35,7 @@ impl Direction {
                 })
             })
             .transpose()?;
-        Ok(Direction::Apply { target })
+        Ok(Direction::Apply { to: target })
     }
 
     /// A rollback to `--to`.
@@ -49,7 +49,7 @@ impl Direction {
     /// plans as validate does, to know what is applied.
     pub fn plan_target(&self) -> Option<&Version> {
         match self {
-            Direction::Apply { target } => target.as_ref(),
+            Direction::Apply { to } => to.as_ref(),
             Direction::Rollback { .. } => None,
         }
     }
@@ -378,11 +378,11 @@ mod tests {
     fn the_direction_comes_from_the_options() {
         assert!(matches!(
             Direction::apply(None),
-            Ok(Direction::Apply { target: None })
+            Ok(Direction::Apply { to: None })
         ));
         assert!(matches!(
             Direction::apply(Some("0005")),
-            Ok(Direction::Apply { target: Some(v) }) if v.as_str() == "0005"
+            Ok(Direction::Apply { to: Some(v) }) if v.as_str() == "0005"
         ));
         // An apply's target is taken as written; a rollback's is trimmed.
         for bad in ["x", " 5", ""] {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use slipway::local::LocalCluster;
-use slipway::{ConnectOptions, MigrationSet, Migrator, Settings, Target};
+use slipway::{ConnectOptions, Database, MigrationSet, Migrator, Settings};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -105,7 +105,7 @@ impl TestDb {
         let set = MigrationSet::from_dir(dir).expect("load migrations");
         Migrator::new(
             set,
-            Target::new(self.connect_options(), "test:harness"),
+            Database::new(self.connect_options(), "test:harness"),
             settings,
         )
     }

@@ -17,7 +17,7 @@ const EXAMPLE_SCRIPTS: [&str; 6] = [
 
 fn to(version: &str) -> ApplyOptions {
     ApplyOptions {
-        target: Some(version.into()),
+        to: Some(version.into()),
         ..ApplyOptions::default()
     }
 }

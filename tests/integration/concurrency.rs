@@ -267,7 +267,7 @@ async fn a_history_from_an_older_slipway_gets_its_indexes_with_the_next_apply() 
         async move {
             migrator
                 .apply(&ApplyOptions {
-                    target: Some(version.into()),
+                    to: Some(version.into()),
                     ..ApplyOptions::default()
                 })
                 .await

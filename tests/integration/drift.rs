@@ -16,7 +16,7 @@ use slipway::engine::build_expected_snapshot;
 use slipway::local::LocalCluster;
 use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
 use slipway::report::SchemaChangeKind;
-use slipway::{ApplyOptions, ConnectOptions, ErrorCode, MigrationSet, Migrator, Report, Target};
+use slipway::{ApplyOptions, ConnectOptions, Database, ErrorCode, MigrationSet, Migrator, Report};
 
 fn allow_drift() -> ApplyOptions {
     ApplyOptions {
@@ -60,8 +60,8 @@ $$;
 }
 
 /// A target on `db`'s server, for building expected snapshots there.
-fn server_of(db: &TestDb) -> Target {
-    Target::new(db.connect_options(), "test:snapshot")
+fn server_of(db: &TestDb) -> Database {
+    Database::new(db.connect_options(), "test:snapshot")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,7 +517,7 @@ async fn dry_run_reports_the_schema_changes_it_would_make() {
     let migrator = db.migrator(&example_migrations());
     let report = migrator
         .apply(&ApplyOptions {
-            target: Some("0003".into()),
+            to: Some("0003".into()),
             ..ApplyOptions::default()
         })
         .await;
@@ -662,7 +662,7 @@ impl Drop for Running {
 }
 
 async fn snapshot_of(cluster: &LocalCluster, database: &str) -> Snapshot {
-    let target = Target::new(ConnectOptions::new(cluster.config(database)), "test");
+    let target = Database::new(ConnectOptions::new(cluster.config(database)), "test");
     let set = MigrationSet::from_dir(&example_migrations()).expect("load");
     Migrator::new(set, target, common::fast_settings())
         .snapshot()
@@ -678,7 +678,7 @@ async fn snapshots_are_equal_across_fresh_databases_and_a_restart() {
     let mut snapshots = Vec::new();
     for database in ["first", "second"] {
         cluster.0.ensure_database(database).await.expect("create");
-        let target = Target::new(ConnectOptions::new(cluster.0.config(database)), "test");
+        let target = Database::new(ConnectOptions::new(cluster.0.config(database)), "test");
         let set = MigrationSet::from_dir(&example_migrations()).expect("load");
         let report = Migrator::new(set, target, common::fast_settings())
             .apply(&ApplyOptions::default())

@@ -23,7 +23,7 @@ const BROKEN_THIRD: &[(&str, &str)] = &[
 
 fn to(version: &str) -> ApplyOptions {
     ApplyOptions {
-        target: Some(version.into()),
+        to: Some(version.into()),
         ..ApplyOptions::default()
     }
 }

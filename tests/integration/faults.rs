@@ -176,7 +176,7 @@ async fn apply_to(db: &TestDb, dir: &std::path::Path, version: &str) {
     let report = db
         .migrator_with(dir, common::patient_settings())
         .apply(&ApplyOptions {
-            target: Some(version.into()),
+            to: Some(version.into()),
             ..ApplyOptions::default()
         })
         .await;

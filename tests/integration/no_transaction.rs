@@ -114,7 +114,7 @@ async fn a_failed_concurrent_index_is_reported_and_recovered_on_the_next_run() {
     assert!(
         migrator
             .apply(&ApplyOptions {
-                target: Some("0001".into()),
+                to: Some("0001".into()),
                 ..ApplyOptions::default()
             })
             .await

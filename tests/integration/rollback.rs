@@ -10,7 +10,7 @@ use slipway::{ApplyOptions, ErrorCode, Report, RollbackOptions};
 
 fn to(version: &str) -> ApplyOptions {
     ApplyOptions {
-        target: Some(version.into()),
+        to: Some(version.into()),
         ..ApplyOptions::default()
     }
 }
@@ -328,7 +328,9 @@ async fn a_failing_rollback_script_leaves_everything_as_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_rollbacks_and_applies_do_not_corrupt() {
     let db = TestDb::new("rollback_race").await;
-    let migrator = db.migrator(&example_migrations());
+    // Six runs queue for the lock in turn: patient settings, so a loaded
+    // machine does not turn a wait into a lock_timeout.
+    let migrator = db.migrator_with(&example_migrations(), crate::common::patient_settings());
     assert!(migrator.apply(&to("0002")).await.success);
     let at_0002 = migrator.snapshot().await.unwrap();
     assert!(migrator.apply(&ApplyOptions::default()).await.success);

@@ -5,11 +5,11 @@
 use crate::common::{self, cluster, example_migrations, migrations_dir, run_cli};
 use slipway::drift::DriftKind;
 use slipway::report::Report;
-use slipway::{ConnectOptions, ErrorCode, MigrationSet, Target};
+use slipway::{ConnectOptions, Database, ErrorCode, MigrationSet};
 
 /// The harness's server, as the scratch databases' host.
-fn server() -> Target {
-    Target::new(
+fn server() -> Database {
+    Database::new(
         ConnectOptions::new(cluster().config("postgres")),
         "test:verify",
     )

@@ -396,7 +396,7 @@ async fn runner(cli: &Cli, matches: &ArgMatches, request: &Request) -> Result<Ru
             &file.history_schema,
         ),
         check_drift: !cli.no_drift_check,
-        runner: format!("cli:{}", host_name()),
+        run_by: format!("cli:{}", host_name()),
         tls: TlsOptions {
             mode: cli.sslmode,
             ca_bundle: cli.ca_bundle.clone(),
