@@ -20,7 +20,6 @@ use super::lock::{is_locked_elsewhere, LockHolder, MigrationLock};
 use super::sql::{database_error, quote_identifier, quote_literal, BatchError};
 use crate::error::{Error, Result};
 use crate::migrations::{Migration, MigrationKind};
-use crate::plan::HistoryRow;
 
 /// Columns read back from the history table, in [`HistoryRow`] order.
 const HISTORY_COLUMNS: &str = "id, version, description, kind, script, checksum, \
@@ -579,7 +578,7 @@ fn history_row(row: &tokio_postgres::SimpleQueryRow) -> Result<HistoryRow> {
         id: number(0)?,
         version: row.get(1).map(str::to_owned),
         description: text(2),
-        kind: crate::plan::HistoryKind::parse(&text(3)),
+        kind: HistoryKind::parse(&text(3)),
         script: text(4),
         checksum: text(5),
         applied_at: text(6),
@@ -587,4 +586,59 @@ fn history_row(row: &tokio_postgres::SimpleQueryRow) -> Result<HistoryRow> {
         client: text(8),
         execution_ms: number(9)?,
     })
+}
+/// One row of the history table, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub id: i64,
+    /// `None` for repeatable scripts.
+    pub version: Option<String>,
+    pub description: String,
+    pub kind: HistoryKind,
+    pub script: String,
+    pub checksum: String,
+    pub applied_at: String,
+    pub applied_by: String,
+    pub client: String,
+    pub execution_ms: i64,
+}
+
+/// What a history row records, from its `kind` column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HistoryKind {
+    /// A versioned migration ran.
+    Versioned,
+    /// A repeatable script ran.
+    Repeatable,
+    /// A version was rolled back: its rollback script ran.
+    Rollback,
+    /// Versions up to this one were recorded as applied without running.
+    Baseline,
+    /// A value slipway never writes (a history edited by hand), kept as read
+    /// so that the plan can name it when it refuses the row.
+    Unrecognised(String),
+}
+
+impl HistoryKind {
+    /// The kind of the history's `kind` column `text`.
+    pub fn parse(text: &str) -> HistoryKind {
+        match text {
+            "versioned" => HistoryKind::Versioned,
+            "repeatable" => HistoryKind::Repeatable,
+            "rollback" => HistoryKind::Rollback,
+            "baseline" => HistoryKind::Baseline,
+            other => HistoryKind::Unrecognised(other.to_owned()),
+        }
+    }
+
+    /// The value of the history's `kind` column.
+    pub fn as_str(&self) -> &str {
+        match self {
+            HistoryKind::Versioned => "versioned",
+            HistoryKind::Repeatable => "repeatable",
+            HistoryKind::Rollback => "rollback",
+            HistoryKind::Baseline => "baseline",
+            HistoryKind::Unrecognised(text) => text,
+        }
+    }
 }

@@ -27,6 +27,7 @@ pub(crate) mod sql;
 
 pub use batch::{BatchOptions, BatchSteps, OpenBatch};
 pub use history::{History, HistorySetup};
+pub use history::{HistoryKind, HistoryRow};
 pub(crate) use history::{HistoryState, RecordedSnapshot};
 pub(crate) use no_transaction::names_identifier;
 pub(crate) use scratch::with_scratch_database;

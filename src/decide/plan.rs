@@ -12,61 +12,9 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::migrations::{Migration, MigrationSet, Version};
 
-/// One row of the history table, as read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryRow {
-    pub id: i64,
-    /// `None` for repeatable scripts.
-    pub version: Option<String>,
-    pub description: String,
-    pub kind: HistoryKind,
-    pub script: String,
-    pub checksum: String,
-    pub applied_at: String,
-    pub applied_by: String,
-    pub client: String,
-    pub execution_ms: i64,
-}
-
-/// What a history row records, from its `kind` column.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HistoryKind {
-    /// A versioned migration ran.
-    Versioned,
-    /// A repeatable script ran.
-    Repeatable,
-    /// A version was rolled back: its rollback script ran.
-    Rollback,
-    /// Versions up to this one were recorded as applied without running.
-    Baseline,
-    /// A value slipway never writes (a history edited by hand), kept as read
-    /// so that [`plan`] can name it when it refuses the row.
-    Unrecognised(String),
-}
-
-impl HistoryKind {
-    /// The kind of the history's `kind` column `text`.
-    pub fn parse(text: &str) -> HistoryKind {
-        match text {
-            "versioned" => HistoryKind::Versioned,
-            "repeatable" => HistoryKind::Repeatable,
-            "rollback" => HistoryKind::Rollback,
-            "baseline" => HistoryKind::Baseline,
-            other => HistoryKind::Unrecognised(other.to_owned()),
-        }
-    }
-
-    /// The value of the history's `kind` column.
-    pub fn as_str(&self) -> &str {
-        match self {
-            HistoryKind::Versioned => "versioned",
-            HistoryKind::Repeatable => "repeatable",
-            HistoryKind::Rollback => "rollback",
-            HistoryKind::Baseline => "baseline",
-            HistoryKind::Unrecognised(text) => text,
-        }
-    }
-}
+// The rows the history seam reads; named here too, where the plan reads
+// them.
+pub use crate::db::{HistoryKind, HistoryRow};
 
 impl fmt::Display for HistoryKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
