@@ -302,7 +302,7 @@ fn dispatch(cli: &Cli, matches: &ArgMatches) -> ExitCode {
                     return print_outcome(
                         cli,
                         action,
-                        &Report::failure(action.as_str(), false, &error),
+                        &Report::failure(action, cli.dry_run && action.takes_dry_run(), &error),
                     )
                 }
             };
