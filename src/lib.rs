@@ -14,7 +14,6 @@ pub mod error;
 pub mod expected;
 #[cfg(feature = "lint")]
 pub mod lint;
-pub mod local;
 pub mod migrations;
 pub mod plan;
 pub mod redact;
