@@ -2,8 +2,8 @@
 # Installs what `make run` and `make test` need, and nothing that is already
 # there: safe to run before every build, silent when there is nothing to do.
 #
-#   PostgreSQL server binaries  always (the local cluster of src/local.rs and
-#                               the test harness start their own servers)
+#   PostgreSQL server binaries  always (the local cluster of local/src/lib.rs
+#                               and the test harness start their own servers)
 #   libclang-dev, protoc        always (the pg_query crate, PostgreSQL's own
 #                               parser for `slipway lint`, runs bindgen and
 #                               protoc at build time)
@@ -28,7 +28,7 @@ as_root() {
   fi
 }
 
-# The same search order as find_bin_dir() in src/local.rs, so this script
+# The same search order as find_bin_dir() in local/src/lib.rs, so this script
 # and slipway agree on whether PostgreSQL is installed.
 have_initdb() {
   command -v initdb >/dev/null 2>&1 && return 0

@@ -1272,6 +1272,14 @@ mod tests {
         assert_eq!(session_options(Some(&once)), once);
     }
 
+    /// The embedded server's own connections carry a copy of the option,
+    /// since its crate cannot import this one.
+    #[cfg(feature = "local")]
+    #[test]
+    fn the_local_cluster_connects_read_committed_too() {
+        assert_eq!(slipway_local::READ_COMMITTED_OPTION, READ_COMMITTED_OPTION);
+    }
+
     #[test]
     fn describe_never_shows_the_password() {
         let config =

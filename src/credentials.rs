@@ -1,7 +1,8 @@
 //! From "where the database is" ([`DatabaseSource`]) to connection options
 //! a run can use: a URL parsed once, a Secrets Manager secret fetched per
 //! run through its cache (and fetched again once when the database rejects
-//! it: rotation), slipway's own embedded server started or reused.
+//! it: rotation), slipway's own embedded server started or reused (with
+//! the `local` feature; the Lambda's build has none).
 //!
 //! Both faces hold a [`Credentials`] and hand [`Credentials::with`] the run;
 //! the Lambda keeps it across warm invocations, so the secret cache lives
@@ -15,7 +16,6 @@ use aws_config::SdkConfig;
 use crate::config::DatabaseSource;
 use crate::connect::{ConnectOptions, PasswordSources};
 use crate::error::{Error, Result};
-use crate::local::LocalCluster;
 use crate::report::Report;
 use crate::secret::{aws_config, with_secret, SecretSource};
 
@@ -59,16 +59,7 @@ impl Credentials {
                     *ttl,
                 )))
             }
-            DatabaseSource::Local { database } => {
-                let dir = with
-                    .local_dir
-                    .unwrap_or_else(|| PathBuf::from(".slipway").join("local"));
-                let cluster = start_local(dir).await?;
-                cluster.ensure_database(database).await?;
-                Ok(Credentials::Fixed(Box::new(ConnectOptions::new(
-                    cluster.config(database),
-                ))))
-            }
+            DatabaseSource::Local { database } => local_options(database, with.local_dir).await,
         }
     }
 
@@ -92,10 +83,55 @@ impl Credentials {
     }
 }
 
+/// The embedded server in `dir` (by default `.slipway/local`), started or
+/// reused, and its database `database`.
+#[cfg(feature = "local")]
+async fn local_options(database: &str, dir: Option<PathBuf>) -> Result<Credentials> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(".slipway").join("local"));
+    let cluster = start_local(dir).await?;
+    cluster.ensure_database(database).await?;
+    Ok(Credentials::Fixed(Box::new(ConnectOptions::new(
+        cluster.config(database),
+    ))))
+}
+
+/// Without the `local` feature (the Lambda's build) there is no embedded
+/// server to start; the function never asks for one.
+#[cfg(not(feature = "local"))]
+async fn local_options(_database: &str, _dir: Option<PathBuf>) -> Result<Credentials> {
+    Err(Error::Config(
+        "this build of slipway has no embedded postgresql (the `local` feature); \
+         give a database URL or a secret instead"
+            .into(),
+    ))
+}
+
 /// Start (or reuse) the embedded server in `dir`; blocking work (`initdb`,
 /// `pg_ctl`) off the runtime's thread.
-pub async fn start_local(dir: PathBuf) -> Result<LocalCluster> {
-    tokio::task::spawn_blocking(move || LocalCluster::start_or_reuse(&dir))
+#[cfg(feature = "local")]
+pub async fn start_local(dir: PathBuf) -> Result<slipway_local::LocalCluster> {
+    tokio::task::spawn_blocking(move || slipway_local::LocalCluster::start_or_reuse(&dir))
         .await
         .map_err(|e| Error::Internal(format!("local cluster start panicked: {e}")))?
+        .map_err(Error::from)
+}
+
+#[cfg(all(test, not(feature = "local")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_the_embedded_server_local_is_a_config_error() {
+        let source = DatabaseSource::Local {
+            database: "slipway".into(),
+        };
+        let Err(error) = Credentials::resolve(&source, Resolve::default()).await else {
+            panic!("a build without the local feature resolved --local");
+        };
+        assert_eq!(error.code().as_str(), "config");
+        assert!(
+            error.to_string().contains("no embedded postgresql"),
+            "{error}"
+        );
+    }
 }

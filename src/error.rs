@@ -239,6 +239,21 @@ impl Error {
     }
 }
 
+/// The embedded server's errors as the variants, codes and messages slipway
+/// reported before that server became a crate of its own.
+#[cfg(feature = "local")]
+impl From<slipway_local::LocalError> for Error {
+    fn from(error: slipway_local::LocalError) -> Error {
+        use slipway_local::LocalError;
+        match error {
+            LocalError::NotInstalled(message) => Error::PostgresNotInstalled(message),
+            LocalError::Cluster(message) => Error::LocalCluster(message),
+            LocalError::Config(message) => Error::Config(message),
+            LocalError::Database { context, message } => Error::Database { context, message },
+        }
+    }
+}
+
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -338,6 +353,35 @@ mod tests {
             assert_eq!(error.code().as_str(), code, "{error:?}");
             let json = serde_json::to_value(error.code()).unwrap();
             assert_eq!(json, serde_json::Value::String(code.into()));
+        }
+    }
+
+    #[cfg(feature = "local")]
+    #[test]
+    fn local_errors_keep_their_code_and_message() {
+        use slipway_local::LocalError;
+        let cases: Vec<(LocalError, &str, &str)> = vec![
+            (LocalError::NotInstalled("x".into()), "config", "x"),
+            (
+                LocalError::Cluster("x".into()),
+                "connection",
+                "local postgresql: x",
+            ),
+            (LocalError::Config("x".into()), "config", "x"),
+            (
+                LocalError::Database {
+                    context: "x".into(),
+                    message: "y".into(),
+                },
+                "internal",
+                "database error while x: y",
+            ),
+        ];
+        for (local, code, message) in cases {
+            assert_eq!(local.to_string(), message, "{local:?}");
+            let error = Error::from(local);
+            assert_eq!(error.code().as_str(), code, "{error:?}");
+            assert_eq!(error.to_string(), message, "{error:?}");
         }
     }
 }

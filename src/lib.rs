@@ -20,7 +20,6 @@ pub mod error;
 mod expected;
 #[cfg(feature = "lint")]
 pub mod lint;
-pub mod local;
 pub mod migrations;
 pub mod redact;
 pub mod report;

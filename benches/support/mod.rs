@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use slipway::local::LocalCluster;
+use slipway_local::LocalCluster;
 
 /// The cluster, stopped and its folder removed when dropped, on a panic too,
 /// so a failed run leaves no server behind.

@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorCode};
 
 mod human;
 
+#[cfg(feature = "lint")]
 pub(crate) use human::painter;
 
 /// The report's `action`: an [`Action`], one of the CLI's own commands, or

@@ -16,8 +16,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-use slipway::local::LocalCluster;
 use slipway::{ConnectOptions, Database, MigrationSet, Migrator, Settings};
+use slipway_local::LocalCluster;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 

@@ -13,10 +13,10 @@ use crate::common::{
 use slipway::db::catalog::{self, CatalogQuery, Snapshot, QUERY_COUNT};
 use slipway::drift::{DriftKind, ObjectType};
 use slipway::engine::build_expected_snapshot;
-use slipway::local::LocalCluster;
 use slipway::migrations::EXPECTED_SNAPSHOT_FILE;
 use slipway::report::SchemaChangeKind;
 use slipway::{ApplyOptions, ConnectOptions, Database, ErrorCode, MigrationSet, Migrator, Report};
+use slipway_local::LocalCluster;
 
 fn allow_drift() -> ApplyOptions {
     ApplyOptions {

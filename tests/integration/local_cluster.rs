@@ -1,4 +1,4 @@
-//! The embedded cluster of `src/local.rs` against real PostgreSQL servers:
+//! The embedded cluster of `local/src/lib.rs` against real PostgreSQL servers:
 //! start, connect three ways (config, URL, psql), reuse, stop, restart.
 //!
 //! Each test owns its temp dir and its server, so they run in parallel. They
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::str::FromStr;
 
-use slipway::local::LocalCluster;
+use slipway_local::LocalCluster;
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
@@ -247,7 +247,7 @@ async fn a_project_the_server_user_cannot_enter_gets_its_cluster_elsewhere() {
             "{}",
             cluster.0.dir().display()
         );
-        let pointer = std::fs::read_to_string(requested.join(slipway::local::LOCATION_FILE))
+        let pointer = std::fs::read_to_string(requested.join(slipway_local::LOCATION_FILE))
             .expect("LOCATION file");
         assert_eq!(Path::new(pointer.trim()), cluster.0.dir());
     }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use slipway::connect::connect;
-use slipway::local::LocalCluster;
 use slipway::ConnectOptions;
+use slipway_local::LocalCluster;
 use tempfile::TempDir;
 
 struct Running(LocalCluster);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use slipway::local::LocalCluster;
+use slipway_local::LocalCluster;
 
 /// Bound on waiting for a server to listen; moto and `cargo lambda` start in
 /// about a second here, much slower on a loaded CI machine.

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use slipway::credentials::start_local;
-use slipway::local::LocalCluster;
 use slipway::{Error, Report};
+use slipway_local::LocalCluster;
 
 use crate::{output, Cli, LocalCommand};
 
@@ -22,17 +22,19 @@ pub async fn local_command(cli: &Cli, command: &LocalCommand) -> ExitCode {
         LocalCommand::Start => ("local start", local_start(cli).await.map(Some)),
         LocalCommand::Stop => (
             "local stop",
-            LocalCluster::stop_dir(&local_dir()).map(|stopped| {
-                if !cli.json {
-                    let what = if stopped {
-                        "stopped the local PostgreSQL"
-                    } else {
-                        "no local PostgreSQL was running"
-                    };
-                    output::out(&format!("{what} under {}\n", local_dir().display()));
-                }
-                None
-            }),
+            LocalCluster::stop_dir(&local_dir())
+                .map_err(Error::from)
+                .map(|stopped| {
+                    if !cli.json {
+                        let what = if stopped {
+                            "stopped the local PostgreSQL"
+                        } else {
+                            "no local PostgreSQL was running"
+                        };
+                        output::out(&format!("{what} under {}\n", local_dir().display()));
+                    }
+                    None
+                }),
         ),
     };
     let mut report = Report::new(action, false);

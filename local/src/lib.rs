@@ -1,5 +1,9 @@
-//! The embedded, throw-away PostgreSQL cluster behind `slipway --local`,
-//! `make run` and the test harness.
+//! `slipway-local`: the embedded, throw-away PostgreSQL cluster behind
+//! `slipway --local`, `make run` and the test harness.
+//!
+//! A crate of its own so that the Lambda function, which never starts a
+//! server, links none of it: the `slipway` library depends on it only behind
+//! its `local` feature, and this crate depends on nothing of slipway's.
 //!
 //! It owns one folder (by default `.slipway/local`): `data/` (PGDATA),
 //! `socket/` (the Unix socket), `server.log`, `password` (0600) and `.lock`.
@@ -42,8 +46,43 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use crate::db::sql::{hex, quote_identifier};
-use crate::{Error, Result};
+/// Everything that can go wrong with the embedded cluster. `slipway` maps
+/// each variant to one of its own (`impl From<LocalError> for slipway::Error`),
+/// and so to one report code; the messages are the report's.
+// Exhaustive on purpose: a new variant must not compile in slipway until
+// that mapping gives it its report code.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The PostgreSQL server binaries are missing (report code `config`).
+    #[error("{0}")]
+    NotInstalled(String),
+
+    /// The cluster could not be created, started, stopped or reached
+    /// (report code `connection`).
+    #[error("local postgresql: {0}")]
+    Cluster(String),
+
+    /// A value the caller handed in cannot work, e.g. an empty database name
+    /// (report code `config`).
+    #[error("{0}")]
+    Config(String),
+
+    /// A statement on the cluster's own `postgres` database failed (report
+    /// code `internal`).
+    #[error("database error while {context}: {message}")]
+    Database { context: String, message: String },
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = LocalError> = std::result::Result<T, E>;
+
+/// The start-up `options` of the cluster's own connections: read committed
+/// whatever the server's default, as every connection slipway makes. A copy
+/// of slipway's `connect::READ_COMMITTED_OPTION` (a test there holds the two
+/// equal), since this crate sits below slipway and cannot import it. The
+/// space is backslash-escaped: the server splits `options` at unescaped
+/// white space (`pg_split_opts`).
+pub const READ_COMMITTED_OPTION: &str = r"-c default_transaction_isolation=read\ committed";
 
 /// The superuser `initdb` creates; every connection to the cluster uses it.
 const SUPERUSER: &str = "postgres";
@@ -252,10 +291,11 @@ impl LocalCluster {
 
     async fn admin_client(&self) -> Result<tokio_postgres::Client> {
         let mut config = self.config("postgres");
-        // Like every connection slipway makes (`connect::session_options`).
-        config.options(crate::connect::session_options(config.get_options()));
+        // Like every connection slipway makes (its `connect::session_options`):
+        // `config` sets no options of its own, so these are all of them.
+        config.options(READ_COMMITTED_OPTION);
         let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-            Error::LocalCluster(format!(
+            LocalError::Cluster(format!(
                 "cannot connect to the local cluster over {}: {}; see {}",
                 socket_path(&self.socket_dir, self.port).display(),
                 error_message(&e),
@@ -272,7 +312,7 @@ impl LocalCluster {
 
     fn start(dir: &Path, fresh: bool) -> Result<LocalCluster> {
         if fresh && !is_empty_or_absent(dir)? {
-            return Err(Error::LocalCluster(format!(
+            return Err(LocalError::Cluster(format!(
                 "{} is not empty; a fresh cluster needs an empty or absent directory",
                 dir.display()
             )));
@@ -290,7 +330,7 @@ impl LocalCluster {
         let data_dir = layout.data_dir();
         let initialised = data_dir.join("PG_VERSION").is_file();
         if fresh && initialised {
-            return Err(Error::LocalCluster(format!(
+            return Err(LocalError::Cluster(format!(
                 "another process created a cluster in {} meanwhile",
                 dir.display()
             )));
@@ -299,7 +339,7 @@ impl LocalCluster {
             Runner::for_existing(&data_dir)?
         } else {
             if !is_empty_or_absent(&data_dir)? {
-                return Err(Error::LocalCluster(format!(
+                return Err(LocalError::Cluster(format!(
                     "{} exists but holds no initialised cluster (an interrupted initdb?); delete {} and retry",
                     data_dir.display(),
                     dir.display()
@@ -417,7 +457,7 @@ fn prepare_relocated(dir: &Path) -> Result<()> {
             let owner_ok =
                 meta.uid() == 0 || unprivileged_user().is_ok_and(|user| user.uid == meta.uid());
             if !meta.is_dir() || !owner_ok || meta.permissions().mode() & 0o077 != 0 {
-                return Err(Error::LocalCluster(format!(
+                return Err(LocalError::Cluster(format!(
                     "{} exists but is not a private directory of root or the postgres user; remove it and retry",
                     dir.display()
                 )));
@@ -460,7 +500,7 @@ pub fn find_bin_dir() -> Result<PathBuf> {
         .into_iter()
         .find(|dir| has_server_binaries(dir))
         .ok_or_else(|| {
-            Error::PostgresNotInstalled(format!(
+            LocalError::NotInstalled(format!(
                 "postgresql server binaries (initdb, pg_ctl, postgres) not found on PATH, \
                  through `pg_config --bindir` or under /usr/lib/postgresql/*/bin; {INSTALL_HINT}"
             ))
@@ -589,7 +629,7 @@ impl Runner {
         let meta =
             fs::metadata(data_dir).map_err(io_error(format!("reading {}", data_dir.display())))?;
         if meta.uid() == 0 {
-            return Err(Error::LocalCluster(format!(
+            return Err(LocalError::Cluster(format!(
                 "{} is owned by root, and postgresql refuses to run as root; delete it so slipway can recreate it for an unprivileged user",
                 data_dir.display()
             )));
@@ -623,13 +663,13 @@ impl Runner {
     fn run(&self, program: &str, cmd: &mut Command) -> Result<Output> {
         cmd.output().map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                Error::PostgresNotInstalled(format!(
+                LocalError::NotInstalled(format!(
                     "{} not found in {}; {INSTALL_HINT}",
                     program,
                     self.bin_dir.display()
                 ))
             } else {
-                Error::LocalCluster(format!("cannot run {program}: {e}"))
+                LocalError::Cluster(format!("cannot run {program}: {e}"))
             }
         })
     }
@@ -656,7 +696,7 @@ fn unprivileged_user() -> Result<RunAs> {
         .filter_map(|name| lookup_user(UserQuery::Name(name)))
         .find(|user| user.uid != 0)
         .ok_or_else(|| {
-            Error::LocalCluster(
+            LocalError::Cluster(
                 "running as root, and postgresql refuses to run as root, but there is no `postgres` or `nobody` user to run it as; \
                  create one (`useradd --system postgres`) or run slipway as a regular user"
                     .into(),
@@ -735,7 +775,7 @@ fn check_traversable(dir: &Path, user: &RunAs) -> Result<()> {
             mode & 0o001 != 0
         };
         if !searchable {
-            return Err(Error::LocalCluster(format!(
+            return Err(LocalError::Cluster(format!(
                 "postgresql runs as user {} because it refuses to run as root, and {} cannot enter {} (mode {:o}); \
                  put the cluster elsewhere or `chmod o+x {}`",
                 user.name,
@@ -784,7 +824,7 @@ fn init(layout: &Layout, runner: &Runner) -> Result<()> {
     tracing::info!(dir = %layout.dir.display(), "creating a local postgresql cluster");
     let out = runner.run("initdb", &mut cmd)?;
     if !out.status.success() {
-        return Err(Error::LocalCluster(format!(
+        return Err(LocalError::Cluster(format!(
             "initdb failed ({}): {}",
             out.status,
             tail(&output_text(&out), 20)
@@ -842,7 +882,7 @@ fn prepare_socket_dir(layout: &Layout, runner: &Runner) -> Result<PathBuf> {
             // Trust auth means whoever controls the socket dir controls
             // the server; a shared /tmp name must be ours.
             if !meta.is_dir() || meta.uid() != owner {
-                return Err(Error::LocalCluster(format!(
+                return Err(LocalError::Cluster(format!(
                     "socket directory {} exists but is not a directory owned by uid {owner}; remove it",
                     dir.display()
                 )));
@@ -867,7 +907,7 @@ fn is_running(layout: &Layout, runner: &Runner) -> Result<bool> {
     match out.status.code() {
         Some(0) => Ok(true),
         Some(3) | Some(4) => Ok(false),
-        _ => Err(Error::LocalCluster(format!(
+        _ => Err(LocalError::Cluster(format!(
             "pg_ctl status failed ({}): {}",
             out.status,
             tail(&output_text(&out), 10)
@@ -902,7 +942,7 @@ fn start_server(layout: &Layout, runner: &Runner, socket_dir: &Path) -> Result<u
         if out.status.success() {
             return match wait_ready(layout, READY_TIMEOUT)? {
                 Readiness::Ready(pid) => Ok(pid.port),
-                Readiness::Dead(_) | Readiness::Stopped => Err(Error::LocalCluster(format!(
+                Readiness::Dead(_) | Readiness::Stopped => Err(LocalError::Cluster(format!(
                     "the local cluster exited right after it started; last lines of {}:\n{}",
                     log_file.display(),
                     tail(&read_from(&log_file, log_start), 20)
@@ -918,7 +958,7 @@ fn start_server(layout: &Layout, runner: &Runner, socket_dir: &Path) -> Result<u
             port = free_port()?;
             continue;
         }
-        return Err(Error::LocalCluster(format!(
+        return Err(LocalError::Cluster(format!(
             "pg_ctl start failed ({}): {}\nlast lines of {}:\n{}",
             out.status,
             tail(&output_text(&out), 5),
@@ -926,7 +966,7 @@ fn start_server(layout: &Layout, runner: &Runner, socket_dir: &Path) -> Result<u
             tail(&log, 20)
         )));
     }
-    Err(Error::LocalCluster(format!(
+    Err(LocalError::Cluster(format!(
         "could not find a free port in {START_ATTEMPTS} attempts"
     )))
 }
@@ -1053,7 +1093,7 @@ fn wait_ready(layout: &Layout, timeout: Duration) -> Result<Readiness> {
             Err(e) => format!("cannot read postmaster.pid: {e}"),
         };
         if Instant::now() >= deadline {
-            return Err(Error::LocalCluster(format!(
+            return Err(LocalError::Cluster(format!(
                 "the local cluster in {} did not become ready within {}s: {last_problem}; \
                  if no postgres process serves it, delete {}\nlast lines of {}:\n{}",
                 layout.dir.display(),
@@ -1120,7 +1160,7 @@ fn stop_server(layout: &Layout, runner: &Runner) -> Result<bool> {
     if !is_running(layout, runner)? {
         return Ok(false);
     }
-    Err(Error::LocalCluster(format!(
+    Err(LocalError::Cluster(format!(
         "pg_ctl stop failed ({}): {}",
         out.status,
         tail(&output_text(&out), 10)
@@ -1172,7 +1212,7 @@ fn socket_path(socket_dir: &Path, port: u16) -> PathBuf {
 /// everything else, but not an empty name or a NUL.
 fn database_name(name: &str) -> Result<&str> {
     if name.is_empty() || name.contains('\0') {
-        return Err(Error::Config(format!(
+        return Err(LocalError::Config(format!(
             "invalid database name {name:?}: it must be non-empty and contain no NUL"
         )));
     }
@@ -1189,6 +1229,22 @@ fn percent_encode(bytes: &[u8]) -> String {
             // Writing to a String cannot fail.
             let _ = write!(out, "%{byte:02X}");
         }
+    }
+    out
+}
+
+/// `"name"`: an SQL identifier in double quotes, quotes doubled. A copy of
+/// slipway's own quoting (`db::sql`), which this crate cannot import.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `bytes` as lower-case hex, two digits a byte.
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{byte:02x}");
     }
     out
 }
@@ -1222,9 +1278,9 @@ fn output_text(out: &Output) -> String {
     text.trim().to_owned()
 }
 
-fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> LocalError {
     let context = context.into();
-    move |e| Error::LocalCluster(format!("{context}: {e}"))
+    move |e| LocalError::Cluster(format!("{context}: {e}"))
 }
 
 /// The server's own words when there are some; `Display` of a
@@ -1236,8 +1292,8 @@ fn error_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn db_error(context: &str, e: &tokio_postgres::Error) -> Error {
-    Error::Database {
+fn db_error(context: &str, e: &tokio_postgres::Error) -> LocalError {
+    LocalError::Database {
         context: context.to_owned(),
         message: error_message(e),
     }
