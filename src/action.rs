@@ -137,6 +137,24 @@ mod tests {
     }
 
     #[test]
+    fn all_lists_every_action_once_in_order() {
+        // No wildcard: a new variant does not compile here until it has its
+        // place in `ALL` too.
+        let position = |action: Action| match action {
+            Action::Validate => 0,
+            Action::Apply => 1,
+            Action::Rollback => 2,
+            Action::Status => 3,
+            Action::Verify => 4,
+            Action::Snapshot => 5,
+            Action::VerifyPermissions => 6,
+        };
+        for (index, action) in Action::ALL.into_iter().enumerate() {
+            assert_eq!(position(action), index, "{action}");
+        }
+    }
+
+    #[test]
     fn only_verify_and_snapshot_leave_the_migrated_database() {
         for action in Action::ALL {
             let scratch = matches!(action, Action::Verify | Action::Snapshot);
