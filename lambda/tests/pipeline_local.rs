@@ -34,7 +34,7 @@ const BROKEN_BIN: &str = "bootstrap-broken-migration";
 
 /// What the copy needs to build `slipway-lambda`: the workspace's manifests
 /// and lock, and every source the manifests name.
-const SOURCES: [&str; 11] = [
+const SOURCES: [&str; 13] = [
     "Cargo.toml",
     "Cargo.lock",
     "src",
@@ -46,6 +46,8 @@ const SOURCES: [&str; 11] = [
     "lambda/benches",
     "infra/Cargo.toml",
     "infra/src",
+    "local/Cargo.toml",
+    "local/src",
 ];
 
 /// Every file under `path` (or `path` itself), relative to `base`.
