@@ -54,8 +54,26 @@ async fn a_server_restart_mid_batch_is_a_connection_error_and_changes_nothing() 
         report.to_json()
     );
     assert!(report.applied.is_empty(), "{}", report.to_json());
-    // Crash recovery takes a moment; then the database is as it was.
+    // Crash recovery takes a moment; then the database is as it was. The
+    // server's log says when it is over: a connection that succeeds is no
+    // proof, since it may come before the postmaster noticed the crash and
+    // be ended by the reset.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let log = common::cluster().log_file();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text
+            .rfind("reinitializing")
+            .is_some_and(|reset| text[reset..].contains("ready to accept connections"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not finish crash recovery; its log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     loop {
         if common::cluster()
             .config(&db.name)
