@@ -777,7 +777,7 @@ pub async fn build_expected_snapshot(set: &MigrationSet, server: &Database) -> R
 }
 
 /// Seal a report: success or the error, and the wall time.
-fn finish(mut report: Report, outcome: Result<()>, started: Instant) -> Report {
+pub(crate) fn finish(mut report: Report, outcome: Result<()>, started: Instant) -> Report {
     match outcome {
         Ok(()) => report.success = true,
         Err(error) => {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::action::Action;
-use crate::engine::{build_expected_snapshot, Database};
+use crate::engine::{build_expected_snapshot, finish, Database};
 use crate::error::{Error, Result};
 use crate::migrations::MigrationSet;
 use crate::report::{Report, SnapshotFile};
@@ -22,12 +22,8 @@ pub async fn write_or_check(
 ) -> Report {
     let started = Instant::now();
     let mut report = Report::new(Action::Snapshot, false);
-    match write_or_check_into(set, server, path, check, &mut report).await {
-        Ok(()) => report.success = true,
-        Err(error) => report.fail(&error),
-    }
-    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    report
+    let outcome = write_or_check_into(set, server, path, check, &mut report).await;
+    finish(report, outcome, started)
 }
 
 async fn write_or_check_into(

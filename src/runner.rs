@@ -25,6 +25,15 @@ pub enum ConnectTimeout {
     Configured(Duration),
 }
 
+impl ConnectTimeout {
+    /// The timeout, wherever it came from.
+    pub fn duration(self) -> Duration {
+        match self {
+            ConnectTimeout::Given(timeout) | ConnectTimeout::Configured(timeout) => timeout,
+        }
+    }
+}
+
 /// Everything but the request that a run needs.
 pub struct Runner {
     pub migrations: MigrationSet,

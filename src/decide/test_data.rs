@@ -48,5 +48,5 @@ pub fn table_with_index(index: &str, valid: bool) -> String {
 
 /// An empty report of an apply, as a run starts with.
 pub fn report() -> Report {
-    Report::new("apply", false)
+    Report::new(crate::action::Action::Apply, false)
 }

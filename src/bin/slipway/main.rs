@@ -350,8 +350,28 @@ fn request(cli: &Cli, action: Action) -> Result<Request, Error> {
         } => Error::Config(
             "rollback needs --to VERSION: the version to go back to (0 undoes everything)".into(),
         ),
-        other => Error::BadRequest(format!("{other:?}; see slipway --help")),
+        // The CLI passes only what the action takes, and always a snapshot
+        // file: the table cannot refuse anything else, but say which flag.
+        RequestError::NotAccepted { option, action } => Error::BadRequest(format!(
+            "{} does not apply to {action}; see slipway --help",
+            flag(option)
+        )),
+        RequestError::Missing { option, action } => Error::BadRequest(format!(
+            "{action} needs {}; see slipway --help",
+            flag(option)
+        )),
     })
+}
+
+/// The CLI's spelling of a request option.
+fn flag(option: RequestOption) -> &'static str {
+    match option {
+        RequestOption::DryRun => "--dry-run",
+        RequestOption::To => "--to",
+        RequestOption::AllowDrift => "--allow-drift",
+        RequestOption::Out => "--out",
+        RequestOption::Check => "--check",
+    }
 }
 
 /// Run a request: settings checked before anything connects, the migration
@@ -374,7 +394,7 @@ async fn runner(cli: &Cli, matches: &ArgMatches, request: &Request) -> Result<Ru
         (None, Some(file)) => Some(ConnectTimeout::Configured(file)),
         (None, None) => None,
     };
-    config::check_connect_timeout(cli.connect_timeout.map(|t| t.0).or(file.connect_timeout))?;
+    config::check_connect_timeout(connect_timeout.map(ConnectTimeout::duration))?;
     let migrations = MigrationSet::from_dir(&cli.migrations)?;
     let source = match request.action().database() {
         DatabaseRole::Migrated => DatabaseSource::choose(database_choice(cli))?,
